@@ -1,0 +1,79 @@
+"""Atomic file output and small table/JSON helpers shared by every stage.
+
+A DVC stage killed half-way must never leave a file that looks complete, so every writer
+goes through a temporary sibling that is renamed into place only after it is closed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
+
+import polars as pl
+
+from .errors import PipelineError
+
+
+@contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path beside `path`; on success rename it onto `path`.
+
+    Works for files and directories (a model directory is written whole, then swapped in).
+    """
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent)) / target.name
+    try:
+        yield tmp
+        if target.is_dir() and not target.is_symlink():
+            shutil.rmtree(target)
+        elif target.exists() or target.is_symlink():
+            target.unlink()
+        os.replace(tmp, target)
+    finally:
+        shutil.rmtree(tmp.parent, ignore_errors=True)
+
+
+def write_json(path: str | os.PathLike, obj: Any) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(obj, indent=2, sort_keys=False) + "\n")
+
+
+def write_parquet(df: pl.DataFrame, path: str | os.PathLike) -> None:
+    with atomic_path(path) as tmp:
+        df.write_parquet(tmp)
+
+
+def read_parquet(path: str | os.PathLike) -> pl.DataFrame:
+    p = Path(path)
+    if not p.exists():
+        raise PipelineError(f"{p}: file not found")
+    return pl.read_parquet(p)
+
+
+def read_predictions(path: str | os.PathLike) -> pl.DataFrame:
+    """Read a predictions file (parquet, jsonl or csv) with `prediction` and `reference` columns."""
+    p = Path(path)
+    if not p.exists():
+        raise PipelineError(f"{p}: file not found")
+    suffix = p.suffix.lower()
+    try:
+        if suffix == ".parquet":
+            df = pl.read_parquet(p)
+        elif suffix in (".jsonl", ".ndjson"):
+            df = pl.read_ndjson(p) if p.stat().st_size else pl.DataFrame()
+        elif suffix == ".csv":
+            df = pl.read_csv(p) if p.stat().st_size else pl.DataFrame()
+        else:
+            raise PipelineError(f"{p}: unknown predictions format {suffix!r} (use .parquet, .jsonl or .csv)")
+    except pl.exceptions.PolarsError as exc:
+        raise PipelineError(f"{p}: cannot read ({str(exc).splitlines()[0]})") from None
+    missing = [c for c in ("prediction", "reference") if c not in df.columns]
+    if df.height and missing:
+        raise PipelineError(f"{p}: missing column(s) {', '.join(missing)}")
+    return df

