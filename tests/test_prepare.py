@@ -12,7 +12,6 @@ import pytest
 import yaml
 
 from empathy_pipeline import ed
-from empathy_pipeline.errors import PipelineError
 
 ROOT = Path(__file__).resolve().parents[1]
 HEADER = "conv_id,utterance_idx,context,prompt,speaker_idx,utterance,selfeval,tags"

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -36,7 +35,7 @@ def score(
     file: Path = typer.Argument(..., help="Predictions: .parquet, .jsonl or .csv with columns prediction, reference."),
     bertscore: bool = typer.Option(True, "--bertscore/--no-bertscore", help="Compute BERTScore (needs the model)."),
     bertscore_model: str = typer.Option("all-minilm-l6-v2", help="Local path or embedded name of the BERTScore model."),
-    num_layers: Optional[int] = typer.Option(6, help="Which hidden layer BERTScore uses."),
+    num_layers: int | None = typer.Option(6, help="Which hidden layer BERTScore uses."),
 ) -> None:
     """Score a predictions file exactly as the pipeline scores its own models; prints JSON."""
     from .metrics import score_file

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from functools import lru_cache
 
-
 # The few abbreviations of the trained English punkt model that ED text actually uses; with them the
 # papers' test file is reproduced for all but a handful of samples (see tests/test_prepare.py).
 _ABBREVIATIONS = ("mr", "mrs", "ms", "dr", "vs", "st", "jr", "sr", "etc", "ok", "e.g", "i.e", "u.s")

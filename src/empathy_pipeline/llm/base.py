@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol, Sequence
+from typing import Protocol
 
 # A chat is the OpenAI message list: [{"role": "system"|"user"|"assistant", "content": str}, ...]
 Chat = list[dict[str, str]]
@@ -19,7 +20,7 @@ class Sampling:
     seed: int = 0
 
     @classmethod
-    def from_params(cls, p: dict) -> "Sampling":
+    def from_params(cls, p: dict) -> Sampling:
         return cls(
             max_new_tokens=int(p.get("max_new_tokens", 64)),
             temperature=float(p.get("temperature", 0.0)),

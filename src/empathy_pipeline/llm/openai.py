@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-from typing import Sequence
+from collections.abc import Sequence
 
 from ..errors import PipelineError
 from ..progress import progress
