@@ -70,7 +70,9 @@ Evaluation Form (scores ONLY):
 - Sensibility:"""
 
 # Prefill for weak judges: the assistant turn starts with the form, so the model only writes numbers.
-RATING_FORM_PREFIX = "Evaluation Form (scores ONLY):\n- Rationality:"
+# The trailing space matters: after "Rationality:" SmolLM2-135M copies the empty form line by line
+# (1 of 30 replies parsed); after "Rationality: " it writes a number (30 of 30 parsed).
+RATING_FORM_PREFIX = "Evaluation Form (scores ONLY):\n- Rationality: "
 
 
 def rating_chat(context: Sequence[str], response: str, prefill: str | None = None) -> Chat:
@@ -93,10 +95,11 @@ class RatingScores(NamedTuple):
 
 
 # Label, then any decoration (spaces, "**", ":", "="), then an integer, optionally "/10". The stems
-# tolerate the judges' typos the authors cleaned by hand ("Rationalality") and any case.
+# tolerate the judges' typos the authors cleaned by hand ("Rationalality") and any case, but not
+# other words ("Rating 0-5" is not a rationality score).
 _SCORE_TAIL = r"\s*[*_]*\s*[:=]?\s*[*_]*\s*(-?\d+(?:\.\d+)?)(?:\s*/\s*(\d+))?"
-_RATIONALITY_RE = re.compile(r"\brati\w*" + _SCORE_TAIL, re.IGNORECASE)
-_SENSIBILITY_RE = re.compile(r"\bsens\w*" + _SCORE_TAIL, re.IGNORECASE)
+_RATIONALITY_RE = re.compile(r"\bration\w*" + _SCORE_TAIL, re.IGNORECASE)
+_SENSIBILITY_RE = re.compile(r"\bsensib\w*" + _SCORE_TAIL, re.IGNORECASE)
 
 
 def _score(pattern: re.Pattern, text: str) -> int | None:
@@ -126,67 +129,86 @@ def parse_rating(text: str) -> RatingScores:
 # generator one ED sample (context, response, emotion) and asks for at least three rounds of
 # completely new emotional context, each with an empathetic response of at most 30 words, that
 # continue one another, in a "Round N / Context: / Response:" layout that `parse_rounds` reads.
-# Prompt 1 states the layout as the paper's bare "Round:/Context:/Response:" template; Prompt 2
-# puts the emotion first and shows a filled-in layout example (a made-up dialogue about a
-# topic unrelated to any seed), which small models need to keep the layout.
+# Prompt 1 asks for semantic continuity and gives the paper's bare "Round/Context/Response" template;
+# Prompt 2 is the paper's shorter variant with the numbered skeleton "Round 1 ... Round 4".
+# Both are sent as a one-shot chat: a made-up seed (ours, not from ED) with a filled-in answer
+# first, then the real seed, and the assistant turn is prefilled with "Round 1\nContext:". Without
+# the shot and the prefill SmolLM2-135M almost never keeps the layout; larger models do not need
+# them but are not hurt. A backend that cannot continue a prefill (a plain OpenAI server) opens a
+# new turn instead, which `parse_rounds` also reads.
 
 GENERATION_SYSTEM_PROMPT = (
     "You write short, realistic conversations between a speaker who shares a feeling and an "
     "empathetic listener. You follow the requested layout exactly."
 )
 
-GENERATION_PROMPT_1 = """Here is a conversation from a dataset of empathetic dialogues. The speaker feels {emotion}.
-
-Original Context:
+GENERATION_PROMPT_1 = """Original Context:
 {context}
 Original Response: {response}
 
-Please generate at least three rounds of completely new emotional context and corresponding empathetic response. The newly generated multi-round context should satisfy semantic continuity. The response should be empathetic and should not exceed {max_words} words.
+The speaker feels {emotion}. Please generate at least three rounds of completely new emotional context and corresponding empathetic response. The newly generated multi-round context should satisfy semantic continuity. The response should be empathetic and should not exceed {max_words} words.
 
-Write every round in this layout:
-
-Round 1
-Context: <what the speaker says>
-Response: <the listener's empathetic reply>"""
+Round:
+Context:
+Response:"""
 
 GENERATION_PROMPT_2 = """Original Context:
 {context}
 Original Response: {response}
 
-The speaker feels {emotion}. Please generate at least three rounds of completely new emotional context and corresponding empathetic response. Each round continues the conversation of the round before it. The response should be empathetic and should not exceed {max_words} words.
-
-Use exactly this layout (an example about a different topic):
+You are an empathetic listener and the speaker feels {emotion}. Please generate at least three rounds of completely new emotional context and corresponding empathetic response. The response should be empathetic and should not exceed {max_words} words.
 
 Round 1
-Context: I finally finished the marathon I trained for all year.
-Response: That is amazing! All those early mornings paid off. How do you feel now?
+
 Round 2
-Context: Exhausted, but so proud. My family was waiting at the finish line.
-Response: Having them there must have made it even more special. You earned every step.
+
 Round 3
-Context: I am already thinking about signing up for the next one.
-Response: I love that energy! Give your body some rest first, then go for it.
 
-Now write your new conversation about feeling {emotion}:
-
-Round 1
-Context:"""
+Round 4"""
 
 GENERATION_PROMPTS = {1: GENERATION_PROMPT_1, 2: GENERATION_PROMPT_2}
+
+# The one-shot example, written by us. Its topic is unlike the seeds' so copying it is visible.
+_SHOT_SEED = (["my little sister got into the college she dreamed of ."], "that is wonderful news ! you must be so happy for her .", "proud")
+_SHOT_ROUNDS = [
+    ("My neighbour's dog ran away last night and she is heartbroken. I keep wondering how to help her.",
+     "That is kind of you to care so much. Maybe you could help her put up posters around the block?"),
+    ("We put up twenty posters this morning, but nobody has called yet. She barely slept.",
+     "Waiting without news is so hard. Staying close to her right now probably means a lot to her."),
+    ("A family two streets away just called. They found him hiding in their garden!",
+     "What a relief! I am so glad he is safe. Your support really helped her through it."),
+]
+GENERATION_PREFILL = "Round 1\nContext:"
+
+
+def format_rounds(rounds: Sequence[tuple[str, str]]) -> str:
+    """Rounds in the layout that `parse_rounds` reads."""
+    return "\n".join(f"Round {i}\nContext: {c}\nResponse: {r}" for i, (c, r) in enumerate(rounds, 1))
+
+
+def _generation_request(template: str, context: Sequence[str], response: str, emotion: str, max_words: int) -> str:
+    lines = "\n".join(f"{'Speaker' if i % 2 == 0 else 'Listener'}: {turn}" for i, turn in enumerate(context))
+    return template.format(context=lines, response=response, emotion=emotion or "some emotion", max_words=max_words)
 
 
 def generation_chat(context: Sequence[str], response: str, emotion: str, variant: int,
                     max_words: int = 30) -> Chat:
-    """Chat asking for >= 3 new rounds seeded by one ED sample, in the layout of `variant` (1 or 2)."""
+    """One-shot chat asking for >= 3 new rounds seeded by one ED sample, with Prompt `variant` (1 or 2).
+
+    The last message is the assistant prefill GENERATION_PREFILL; pass it to `parse_rounds` as `prefix`.
+    """
     template = GENERATION_PROMPTS.get(int(variant))
     if template is None:
         from .errors import PipelineError
 
         raise PipelineError(f"generate.prompt_variant: unknown variant {variant!r} (use 1 or 2)")
-    lines = "\n".join(f"{'Speaker' if i % 2 == 0 else 'Listener'}: {turn}" for i, turn in enumerate(context))
-    prompt = template.format(context=lines, response=response, emotion=emotion or "some emotion",
-                             max_words=max_words)
-    return [{"role": "system", "content": GENERATION_SYSTEM_PROMPT}, {"role": "user", "content": prompt}]
+    return [
+        {"role": "system", "content": GENERATION_SYSTEM_PROMPT},
+        {"role": "user", "content": _generation_request(template, *_SHOT_SEED, max_words)},
+        {"role": "assistant", "content": format_rounds(_SHOT_ROUNDS)},
+        {"role": "user", "content": _generation_request(template, context, response, emotion, max_words)},
+        {"role": "assistant", "content": GENERATION_PREFILL},
+    ]
 
 
 class ParsedRounds(NamedTuple):
@@ -197,12 +219,13 @@ class ParsedRounds(NamedTuple):
     dropped_tail: bool = False  # the last round was cut off (no response or unfinished) and left out
 
 
-REJECT_EMPTY = "empty"
-REJECT_NO_ROUNDS = "no_rounds"
-REJECT_MISSING_CONTEXT = "missing_context"
-REJECT_MISSING_RESPONSE = "missing_response"
-REJECT_RESPONSE_TOO_LONG = "response_too_long"
-REJECT_TOO_FEW_ROUNDS = "too_few_rounds"
+REJECT_EMPTY = "empty"                          # nothing generated
+REJECT_NO_ROUNDS = "no_rounds"                  # no "Round N" header at all: not the layout
+REJECT_MISSING_CONTEXT = "missing_context"      # a round without a "Context:" text
+REJECT_MISSING_RESPONSE = "missing_response"    # a round without a "Response:" text
+REJECT_MALFORMED_ROUND = "malformed_round"      # a round with labels repeated or out of order
+REJECT_RESPONSE_TOO_LONG = "response_too_long"  # a response over generate.max_response_words words
+REJECT_TOO_FEW_ROUNDS = "too_few_rounds"        # fewer than three complete rounds
 
 # A round header on its own line: "Round 2", "**Round 2:**", "### Round 2", "Round:" (Prompt 1's bare form).
 _ROUND_HEADER_RE = re.compile(r"^[\s*#_>-]*round\b\s*\d*\s*[:.)]?[\s*_]*$", re.IGNORECASE | re.MULTILINE)
@@ -215,52 +238,60 @@ def _clean_field(text: str) -> str:
     return " ".join(text.split()).strip(' "*_')
 
 
-def _split_round(block: str) -> tuple[str | None, str | None]:
-    """Context and response of one round block; None where the label is missing or the text empty."""
+def _split_round(block: str) -> tuple[str | None, str | None, bool]:
+    """(context, response, well_formed) of one round block; None where a label is missing or empty.
+
+    well_formed is False when the labels are not exactly one Context followed by one Response.
+    """
     labels = list(_LABEL_RE.finditer(block))
+    names = [label.group(1).lower() for label in labels]
     fields: dict[str, str] = {}
     for i, label in enumerate(labels):
-        name = label.group(1).lower()
         end = labels[i + 1].start() if i + 1 < len(labels) else len(block)
         value = block[label.end():end]
-        if name == "response":
+        if names[i] == "response":
             # The response is the first paragraph: commentary after a blank line is not the listener's.
             value = re.split(r"\n\s*\n", value.strip(), maxsplit=1)[0]
-        fields.setdefault(name, _clean_field(value))
-    return fields.get("context") or None, fields.get("response") or None
+        fields.setdefault(names[i], _clean_field(value))
+    well_formed = names in (["context", "response"], ["context"], ["response"], [])
+    return fields.get("context") or None, fields.get("response") or None, well_formed
 
 
 def parse_rounds(text: str, max_response_words: int = 30, min_rounds: int = 3,
                  prefix: str = "") -> ParsedRounds:
     """Rounds of a generator reply in the `Round N / Context: / Response:` layout.
 
-    `prefix` is the start of the layout that the prompt already wrote (Prompt 2 ends with
-    "Round 1\\nContext:"), put back before parsing. A final round that was cut off by the token limit
-    (no response yet, or a response that stops mid-sentence) is left out and flagged `dropped_tail`;
-    any other incomplete round, a response over `max_response_words` words, or fewer than
-    `min_rounds` complete rounds rejects the whole reply: its rounds continue one another, so a
-    broken round breaks the conversation.
+    `prefix` is the start of the layout that the chat prefilled (GENERATION_PREFILL); it is put
+    back unless the reply opens with a layout of its own (a backend that ignored the prefill).
+    A final round cut off by the token limit (no response yet, or a response that stops
+    mid-sentence) is left out and flagged `dropped_tail`. Any other incomplete or malformed round,
+    a response over `max_response_words` words, or fewer than `min_rounds` complete rounds rejects
+    the whole reply: the rounds continue one another, so one broken round breaks the conversation.
     """
     if not text or not text.strip():
         return ParsedRounds([], REJECT_EMPTY)
-    text = prefix + text
+    if prefix and not (_ROUND_HEADER_RE.match(text.lstrip().splitlines()[0]) or _LABEL_RE.match(text.lstrip())):
+        text = prefix + " " + text.lstrip()
     headers = list(_ROUND_HEADER_RE.finditer(text))
     if not headers:
         return ParsedRounds([], REJECT_NO_ROUNDS)
     blocks = [text[h.end():(headers[i + 1].start() if i + 1 < len(headers) else len(text))]
               for i, h in enumerate(headers)]
-    rounds: list[tuple[str | None, str | None]] = [_split_round(b) for b in blocks]
     # Trailing empty headers ("Round 4" and nothing after it) are the prompt's skeleton, not rounds.
-    while rounds and rounds[-1] == (None, None):
-        rounds.pop()
+    while blocks and not blocks[-1].strip():
+        blocks.pop()
+    rounds = [_split_round(b) for b in blocks]
     if not rounds:
         return ParsedRounds([], REJECT_MISSING_CONTEXT)
     dropped_tail = False
-    last_context, last_response = rounds[-1]
-    if last_context and (last_response is None or not last_response.endswith(_SENTENCE_END)):
+    last_context, last_response, last_well_formed = rounds[-1]
+    cut_off = last_response is None or not last_response.endswith(_SENTENCE_END)
+    if len(rounds) > 1 and last_context and last_well_formed and cut_off:
         rounds.pop()
         dropped_tail = True
-    for context, response in rounds:
+    for context, response, well_formed in rounds:
+        if not well_formed:
+            return ParsedRounds([], REJECT_MALFORMED_ROUND, dropped_tail)
         if context is None:
             return ParsedRounds([], REJECT_MISSING_CONTEXT, dropped_tail)
         if response is None:
@@ -269,4 +300,124 @@ def parse_rounds(text: str, max_response_words: int = 30, min_rounds: int = 3,
             return ParsedRounds([], REJECT_RESPONSE_TOO_LONG, dropped_tail)
     if len(rounds) < min_rounds:
         return ParsedRounds([], REJECT_TOO_FEW_ROUNDS, dropped_tail)
-    return ParsedRounds([(c, r) for c, r in rounds], None, dropped_tail)  # type: ignore[misc]
+    return ParsedRounds([(c, r) for c, r, _ in rounds], None, dropped_tail)  # type: ignore[misc]
+
+
+# ---- Synth-Empathy: data-quality judge (paper §3.4, Figure 4) --------------------------------------
+# Figure 4 gives the frame of the three G-Eval-style prompts (task, steps, "Evaluation Form (scores
+# ONLY)") but its rubrics did not survive extraction; the criteria below are written by us. Each
+# criterion is scored 1, 2 or 3 in its own request. The assistant turn is prefilled with the form
+# line ("- Coherence:") so that even a 135M judge answers with a number.
+
+JUDGE_SYSTEM_PROMPT = "You are a careful annotator of dialogues. You answer only with the filled-in evaluation form."
+
+JUDGE_CRITERIA = {
+    "coherence": (
+        "Coherence (1-3) - does the response follow from the conversation history?\n"
+        "- 1: the response ignores or contradicts what was said, or makes no sense after it.\n"
+        "- 2: the response is related to the conversation but drifts, is vague or misses its main point.\n"
+        "- 3: the response follows logically from the conversation and stays on its topic."
+    ),
+    "naturalness": (
+        "Naturalness (1-3) - does the response sound like something a person would say?\n"
+        "- 1: robotic, broken, repetitive or very awkward.\n"
+        "- 2: mostly natural, with some awkward or unusual phrasing.\n"
+        "- 3: a fluent reply a person could give in this conversation."
+    ),
+    "empathy": (
+        "Empathy (1-3) - does the response understand and care about the speaker's feelings?\n"
+        "- 1: ignores the speaker's feelings, or is dismissive or inappropriate.\n"
+        "- 2: acknowledges the feelings, but in a generic or shallow way.\n"
+        "- 3: clearly recognises how the speaker feels and responds with warmth and care."
+    ),
+}
+
+_JUDGE_STEPS = {
+    "coherence": (
+        "1. Read the conversation between the two individuals.\n"
+        "2. Read the potential response for the next turn in the conversation.\n"
+        "3. Evaluate the response based on its coherence, using the provided criteria.\n"
+        "4. Assign a rating score of 1, 2, or 3 based on the evaluation."
+    ),
+    "naturalness": (
+        "1. Read the conversation between the two individuals.\n"
+        "2. Read the potential response for the next turn in the conversation.\n"
+        "3. Evaluate the response based on its naturalness, using the provided criteria.\n"
+        "4. Assign a rating score of 1, 2, or 3 based on the evaluation."
+    ),
+    "empathy": (
+        "1. Read the conversation history.\n"
+        "2. Read the potential response.\n"
+        "3. Evaluate the empathy of the response based on the conversation history.\n"
+        "4. Assign a score of 1, 2, or 3 for empathy."
+    ),
+}
+
+JUDGE_PROMPT = """You will be given a conversation between two individuals. You will then be given one potential response for the next turn in the conversation.
+
+Your task is to rate the responses on one metric.
+
+Please make sure you read and understand these instructions carefully. Please keep this document open while reviewing, and refer to it as needed.
+
+Evaluation Criteria:
+
+{criteria}
+
+Evaluation Steps:
+
+{steps}
+
+Example:
+
+Conversation History:
+{conversation}
+
+Response:
+
+{response}
+
+Evaluation Form (scores ONLY):
+- {label}:"""
+
+
+def judge_prefill(criterion: str) -> str:
+    return f"- {criterion.capitalize()}:"
+
+
+def judge_chat(criterion: str, context: Sequence[str], response: str) -> Chat:
+    """Chat asking for one 1-3 score of `response` on `criterion` (coherence, naturalness or empathy)."""
+    if criterion not in JUDGE_CRITERIA:
+        from .errors import PipelineError
+
+        raise PipelineError(f"judge: unknown criterion {criterion!r} (use {', '.join(JUDGE_CRITERIA)})")
+    conversation = "\n".join(f"{'Speaker' if i % 2 == 0 else 'Listener'}: {turn}" for i, turn in enumerate(context))
+    prompt = JUDGE_PROMPT.format(criteria=JUDGE_CRITERIA[criterion], steps=_JUDGE_STEPS[criterion],
+                                 conversation=conversation, response=response, label=criterion.capitalize())
+    return [
+        {"role": "system", "content": JUDGE_SYSTEM_PROMPT},
+        {"role": "user", "content": prompt},
+        {"role": "assistant", "content": judge_prefill(criterion)},
+    ]
+
+
+_JUDGE_NUMBER = r"(\d+(?:\.\d+)?)(?:\s*/\s*(\d+))?"
+
+
+def parse_judge_score(reply: str, criterion: str) -> int | None:
+    """The 1-3 score in a judge reply, or None when there is none (the caller counts those).
+
+    The reply normally continues the prefilled "- Criterion:" line, so it starts with the number;
+    a reply that restarts the form ("- Empathy: 2") is read by its label. "N/3" is accepted, other
+    scales, fractions and numbers outside 1..3 are not.
+    """
+    if not reply:
+        return None
+    labelled = re.search(rf"\b{re.escape(criterion)}\w*\s*[*_]*\s*[:=]\s*[*_]*\s*" + _JUDGE_NUMBER, reply, re.IGNORECASE)
+    match = labelled or re.match(r"[\s*_:=-]*" + _JUDGE_NUMBER + r"(?!\w)", reply)
+    if match is None:
+        return None
+    number, scale = match.group(1), match.group(2)
+    if (scale is not None and scale != "3") or "." in number:
+        return None
+    value = int(number)
+    return value if 1 <= value <= 3 else None
