@@ -21,7 +21,7 @@ import polars as pl
 
 from .errors import PipelineError
 
-__all__ = ["PipelineError", "paper_normalize", "read_ed_csv", "read_paper_json", "read_split", "check_bad_fraction"]
+__all__ = ["PipelineError", "paper_normalize", "expand_contractions", "read_ed_csv", "read_paper_json", "read_split", "check_bad_fraction"]
 
 ED_COLUMNS = ["conv_id", "utterance_idx", "context", "prompt", "speaker_idx", "utterance", "selfeval", "tags"]
 REQUIRED_COLUMNS = ["conv_id", "utterance_idx", "context", "prompt", "utterance"]
@@ -89,9 +89,14 @@ def paper_normalize(text: str) -> str:
 
     # The MoEL/CEM arrays behind the papers' files have double quotes stripped.
     text = text.replace("_comma_", ",").replace('"', "").lower()
+    return " ".join(tokenize_words(expand_contractions(text)))
+
+
+def expand_contractions(lowercase_text: str) -> str:
+    """The MoEL/CEM contraction table, applied by plain substring replacement as they did."""
     for short, long in _PAPER_CONTRACTIONS.items():
-        text = text.replace(short, long)
-    return " ".join(tokenize_words(text))
+        lowercase_text = lowercase_text.replace(short, long)
+    return lowercase_text
 
 
 def read_ed_csv(path: Path, split: str, max_conversations: int | None = None,

@@ -25,6 +25,7 @@ from pathlib import Path
 import polars as pl
 
 from . import prompts
+from .ed import expand_contractions
 from .errors import PipelineError
 from .io import write_json, write_parquet
 from .llm.base import ChatBackend, Sampling
@@ -189,9 +190,11 @@ def _read_shard(path: Path, expected_ids: list[str]) -> pl.DataFrame | None:
 # ---- importing the authors' ratings ----------------------------------------------------------------
 
 def _normalise(text: str) -> str:
-    # Letters and digits only: the authors' files and our preprocessing may differ in case,
-    # tokenisation spaces ("do n't" / "don't") and `_comma_`, never in the words themselves.
-    return re.sub(r"[^a-z0-9]", "", text.replace("_comma_", ",").lower())
+    # Letters and digits only, contractions expanded as the papers' preprocessing does: the
+    # authors' files and our preprocessing (either setting) may differ in case, tokenisation
+    # spaces ("do n't" / "don't"), contractions and `_comma_`, never in the words themselves.
+    text = expand_contractions(text.replace("_comma_", ",").replace("\u2019", "'").lower())
+    return re.sub(r"[^a-z0-9]", "", text)
 
 
 def _key(context, response: str) -> tuple:

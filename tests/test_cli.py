@@ -1,0 +1,87 @@
+"""The `empathy` command: profiles, score, data fetch — run as a user runs them."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import polars as pl
+import yaml
+
+from empathy_pipeline.profiles import load_profile
+
+ROOT = Path(__file__).resolve().parents[1]
+EMPATHY = str(Path(sys.executable).parent / "empathy")
+
+
+def run(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
+    return subprocess.run([EMPATHY, *args], cwd=cwd, capture_output=True, text=True)
+
+
+def test_profiles_cover_the_same_keys_and_demo_is_params_yaml():
+    demo, paper = load_profile("demo"), load_profile("paper")
+    assert demo.keys() == paper.keys()
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    for dotted, value in demo.items():
+        node = params
+        for key in dotted.split("."):
+            node = node[key]
+        assert node == value, f"profiles/demo.yaml {dotted}={value!r} but params.yaml has {node!r}"
+
+
+def test_profile_switch_round_trips_and_keeps_comments(tmp_path):
+    params = tmp_path / "params.yaml"
+    shutil.copy(ROOT / "params.yaml", params)
+    result = run("profile", "paper", "--params-file", str(params))
+    assert result.returncode == 0, result.stderr
+    switched = yaml.safe_load(params.read_text())
+    assert switched["llm"]["backend"] == "vllm" and switched["evaluate"]["max_samples"] is None
+    assert "# keep S > T" in params.read_text()
+    assert run("profile", "demo", "--params-file", str(params)).returncode == 0
+    assert yaml.safe_load(params.read_text()) == yaml.safe_load((ROOT / "params.yaml").read_text())
+    bad = run("profile", "nope", "--params-file", str(params))
+    assert bad.returncode == 1 and bad.stderr.strip() == "error: unknown profile 'nope' (known: demo, paper)"
+
+
+def test_score_prints_the_metrics_json(tmp_path):
+    path = tmp_path / "preds.jsonl"
+    rows = [{"prediction": "i am so sorry to hear that .", "reference": "i am sorry to hear that ."},
+            {"prediction": "that sounds great !", "reference": "that is great news !"}]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    result = run("score", str(path), "--no-bertscore")
+    assert result.returncode == 0, result.stderr
+    scores = json.loads(result.stdout)
+    assert scores["n"] == 2 and 0 < scores["bleu1"] < 100 and "bertscore_f1" not in scores
+    pl.DataFrame(rows).write_parquet(tmp_path / "preds.parquet")
+    assert json.loads(run("score", str(tmp_path / "preds.parquet"), "--no-bertscore").stdout) == scores
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("")
+    failed = run("score", str(empty), "--no-bertscore")
+    assert failed.returncode == 1 and failed.stderr.strip() == f"error: {empty}: no predictions to score"
+
+
+def test_data_fetch_unpacks_the_official_layout(tmp_path):
+    src = tmp_path / "release" / "empatheticdialogues"
+    src.mkdir(parents=True)
+    for split in ("train", "valid", "test"):
+        shutil.copy(ROOT / "data/sample/empatheticdialogues" / f"{split}.csv", src / f"{split}.csv")
+    archive = tmp_path / "empatheticdialogues.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(src, arcname="empatheticdialogues")
+    result = run("data", "fetch", "--url", archive.as_uri(), "--dest", str(tmp_path / "out"))
+    assert result.returncode == 0, result.stderr
+    target = tmp_path / "out" / "empatheticdialogues"
+    assert (target / "test.csv").read_bytes() == (src / "test.csv").read_bytes()
+
+
+def test_data_fetch_offline_says_where_to_put_the_files(tmp_path):
+    result = run("data", "fetch", "--url", "http://127.0.0.1:9/empatheticdialogues.tar.gz",
+                 "--dest", str(tmp_path), "--timeout", "5")
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: cannot download ED")
+    assert f"{tmp_path}/empatheticdialogues/train.csv" in lines[0] and "prepare.source" in lines[0]
