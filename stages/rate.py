@@ -28,6 +28,7 @@ def main() -> None:
 
         ratings, counts = import_ratings(p["import_file"], samples)
         source = f"imported from {p['import_file']}"
+        SHARD_DIR.mkdir(parents=True, exist_ok=True)  # a declared DVC output, empty when importing
     else:
         from empathy_pipeline.generation import model_fingerprint
         from empathy_pipeline.llm import Sampling, load_backend
