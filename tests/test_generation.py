@@ -13,7 +13,7 @@ import polars as pl
 import pytest
 import yaml
 
-from empathy_pipeline import data_quality, generation, prompts
+from empathy_pipeline import data_quality, generation, prompts, shards
 from empathy_pipeline.ed import SAMPLES_SCHEMA
 from empathy_pipeline.errors import PipelineError
 
@@ -170,13 +170,13 @@ def test_select_seeds_count_fraction_and_errors():
 def test_shards_of_other_settings_are_discarded_with_a_message(tmp_path):
     shard_dir = tmp_path / "shards"
     shard_dir.mkdir()
-    (shard_dir / generation.FINGERPRINT_FILE).write_text(json.dumps({"fingerprint": "old"}))
+    (shard_dir / shards.FINGERPRINT_FILE).write_text(json.dumps({"fingerprint": "old"}))
     pl.DataFrame(schema=generation.COMPLETIONS_SCHEMA).write_parquet(shard_dir / "shard-00000.parquet")
     (shard_dir / ".shard-00001.parquet.tmp").mkdir()  # left by a writer that was killed
     messages: list[str] = []
-    generation._prepare_shard_dir(shard_dir, "new", messages.append)
+    shards.prepare_shard_dir(shard_dir, "new", messages.append, "generate")
     assert not list(shard_dir.glob("shard-*")) and not list(shard_dir.glob(".shard-*"))
-    assert json.loads((shard_dir / generation.FINGERPRINT_FILE).read_text()) == {"fingerprint": "new"}
+    assert json.loads((shard_dir / shards.FINGERPRINT_FILE).read_text()) == {"fingerprint": "new"}
     assert len(messages) == 1 and "starting fresh" in messages[0]
 
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -30,8 +29,9 @@ import polars as pl
 from . import prompts
 from .ed import SAMPLES_SCHEMA
 from .errors import PipelineError
-from .io import write_json, write_parquet
+from .io import write_parquet
 from .llm.base import ChatBackend, Sampling
+from .shards import prepare_shard_dir, read_shard, shard_path
 
 SYNTH_SCHEMA = {
     **SAMPLES_SCHEMA,
@@ -47,7 +47,6 @@ REJECT_REASONS = (
     prompts.REJECT_MISSING_RESPONSE, prompts.REJECT_MALFORMED_ROUND, prompts.REJECT_RESPONSE_TOO_LONG,
     prompts.REJECT_TOO_FEW_ROUNDS,
 )
-FINGERPRINT_FILE = "fingerprint.json"
 MAX_CONTEXT_ROUNDS = 3
 
 
@@ -110,42 +109,6 @@ def shard_seed(seed: int, shard_index: int) -> int:
     return int(np.random.SeedSequence([seed, shard_index]).generate_state(1)[0])
 
 
-def _shard_path(shard_dir: Path, index: int) -> Path:
-    return shard_dir / f"shard-{index:05d}.parquet"
-
-
-def _prepare_shard_dir(shard_dir: Path, fingerprint: str, log: Callable[[str], None]) -> None:
-    """Keep the shards only if they were made with this fingerprint; otherwise start fresh."""
-    shard_dir.mkdir(parents=True, exist_ok=True)
-    for leftover in shard_dir.glob(".shard-*"):  # temp dirs of a shard whose writer was killed
-        shutil.rmtree(leftover, ignore_errors=True)
-    marker = shard_dir / FINGERPRINT_FILE
-    try:
-        old = json.loads(marker.read_text()).get("fingerprint")
-    except (OSError, ValueError, AttributeError):
-        old = None  # no marker, or an unreadable one: nothing here can be trusted
-    stale = sorted(shard_dir.glob("shard-*.parquet"))
-    if old != fingerprint:
-        if stale:
-            log(f"generate: {shard_dir} holds {len(stale)} shard(s) made with other settings or seeds; starting fresh")
-        for path in stale:
-            path.unlink()
-        write_json(marker, {"fingerprint": fingerprint})
-
-
-def _read_shard(path: Path, expected_ids: list[str]) -> pl.DataFrame | None:
-    """A finished shard, or None when it is missing or does not hold exactly the expected seeds."""
-    if not path.exists():
-        return None
-    try:
-        shard = pl.read_parquet(path)
-    except (pl.exceptions.PolarsError, OSError):
-        return None
-    if list(shard.columns) != list(COMPLETIONS_SCHEMA) or shard["seed_sample_id"].to_list() != expected_ids:
-        return None
-    return shard
-
-
 def generate_completions(
     seeds: pl.DataFrame,
     shard_dir: str | Path,
@@ -167,7 +130,7 @@ def generate_completions(
     if shard_size < 1 or completions_per_seed < 1:
         raise PipelineError("generate.shard_size and generate.completions_per_seed must be >= 1")
     shard_dir = Path(shard_dir)
-    _prepare_shard_dir(shard_dir, fingerprint, log)
+    prepare_shard_dir(shard_dir, fingerprint, log, "generate")
     n_shards = (seeds.height + shard_size - 1) // shard_size
     backend: ChatBackend | None = None
     shards: list[pl.DataFrame] = []
@@ -175,8 +138,8 @@ def generate_completions(
     for index in range(n_shards):
         part = seeds.slice(index * shard_size, shard_size)
         ids = [sid for sid in part["sample_id"].to_list() for _ in range(completions_per_seed)]
-        path = _shard_path(shard_dir, index)
-        shard = _read_shard(path, ids)
+        path = shard_path(shard_dir, index)
+        shard = read_shard(path, list(COMPLETIONS_SCHEMA), "seed_sample_id", ids)
         if shard is None and path.exists():
             log(f"generate: {path} is unreadable or holds other seeds; generating it again")
         if shard is not None:

@@ -205,21 +205,12 @@ def train_router(moe_dir: str | Path, samples: pl.DataFrame, train_cfg: dict, ou
     Saves the whole MoE to out_dir in the merged checkpoint's dtype, so every tensor but the routers
     is bit-identical to moe_dir. Returns a report for the stage log.
     """
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, TrainerCallback, set_seed
+    from transformers import AutoConfig, AutoModelForCausalLM, TrainerCallback, set_seed
 
-    from .training import checkpoint_dir, run_trainer, sft_examples, training_arguments
+    from .training import checkpoint_dir, load_examples, run_trainer, training_arguments
 
     started = time.time()
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(str(moe_dir))
-    except OSError as exc:
-        raise PipelineError(f"cannot load tokenizer from {moe_dir}: {str(exc).splitlines()[0]}") from None
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    examples, n_skipped = sft_examples(samples, tokenizer, int(train_cfg["max_length"]))
-    if not examples:
-        raise PipelineError(f"{out_dir}: none of {samples.height} samples fits max_length "
-                            f"{train_cfg['max_length']} (all skipped)")
+    tokenizer, examples, n_skipped = load_examples(moe_dir, samples, int(train_cfg["max_length"]), out_dir)
 
     # The dtype the merged checkpoint is stored in (loading below overwrites config.dtype).
     stored_dtype = torch_dtype(str(AutoConfig.from_pretrained(str(moe_dir)).dtype or "float32").removeprefix("torch."))

@@ -16,7 +16,6 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-import shutil
 from collections import defaultdict, deque
 from collections.abc import Callable
 from dataclasses import asdict, replace
@@ -25,11 +24,11 @@ from pathlib import Path
 import polars as pl
 
 from . import prompts
-from .ed import expand_contractions
 from .errors import PipelineError
-from .io import write_json, write_parquet
+from .io import write_parquet
 from .llm.base import ChatBackend, Sampling
 from .progress import progress
+from .shards import prepare_shard_dir, read_shard, shard_path
 
 RATINGS_SCHEMA = {
     "sample_id": pl.String,
@@ -39,7 +38,6 @@ RATINGS_SCHEMA = {
 }
 # Shards also keep how many judge calls each sample took, so a resumed run reports the same counts.
 SHARD_SCHEMA = {**RATINGS_SCHEMA, "attempts": pl.Int64}
-FINGERPRINT_FILE = "fingerprint.json"
 SUBSETS = ("sensibility", "rationality", "discard")
 DEFAULT_SAMPLING = Sampling(max_new_tokens=24)  # greedy: a rerun gives the same scores
 AUTHORS_TURN_SEPARATOR = "</s>"
@@ -82,7 +80,7 @@ def rate_samples(
         "prefill": prefill, "shard_size": shard_size,
         "prompt": [prompts.RATING_SYSTEM_PROMPT, prompts.RATING_PROMPT],
     }
-    _prepare_shard_dir(shard_dir, _fingerprint(settings, samples))
+    prepare_shard_dir(shard_dir, _fingerprint(settings, samples), print, "rate")
 
     n_shards = (samples.height + shard_size - 1) // shard_size
     shards: list[pl.DataFrame] = []
@@ -90,8 +88,8 @@ def rate_samples(
     judge: ChatBackend | None = None if callable(backend) else backend
     for index in progress(range(n_shards), desc="rate shards", total=n_shards, enabled=show_progress):
         part = samples.slice(index * shard_size, shard_size)
-        path = shard_dir / f"shard-{index:05d}.parquet"
-        shard = _read_shard(path, part["sample_id"].to_list())
+        path = shard_path(shard_dir, index)
+        shard = read_shard(path, list(SHARD_SCHEMA), "sample_id", part["sample_id"].to_list())
         if shard is not None:
             resumed += 1
             shards.append(shard)
@@ -155,45 +153,25 @@ def _fingerprint(settings: dict, samples: pl.DataFrame) -> str:
     return digest.hexdigest()
 
 
-def _prepare_shard_dir(shard_dir: Path, fingerprint: str) -> None:
-    """Keep shards only if they were made with this fingerprint; otherwise start fresh."""
-    shard_dir.mkdir(parents=True, exist_ok=True)
-    for leftover in shard_dir.glob(".shard-*"):  # temp dirs of a shard whose writer was killed
-        shutil.rmtree(leftover, ignore_errors=True)
-    marker = shard_dir / FINGERPRINT_FILE
-    try:
-        old = json.loads(marker.read_text()).get("fingerprint")
-    except (OSError, ValueError, AttributeError):
-        old = None
-    if old != fingerprint:
-        stale = sorted(shard_dir.glob("shard-*.parquet"))
-        if stale:
-            print(f"rate: {shard_dir} holds {len(stale)} shard(s) made with other settings or samples; starting fresh")
-        for path in stale:
-            path.unlink()
-        write_json(marker, {"fingerprint": fingerprint})
-
-
-def _read_shard(path: Path, expected_ids: list[str]) -> pl.DataFrame | None:
-    """A finished shard, or None when missing, unreadable, or not holding exactly these samples."""
-    if not path.exists():
-        return None
-    try:
-        shard = pl.read_parquet(path)
-    except (pl.exceptions.PolarsError, OSError):
-        return None
-    if list(shard.columns) != list(SHARD_SCHEMA) or shard["sample_id"].to_list() != expected_ids:
-        return None
-    return shard
-
-
 # ---- importing the authors' ratings ----------------------------------------------------------------
 
+# Contractions in any of the forms the files use ("didn't", "did n't", "did not"), as one key.
+_CONTRACTION_KEYS = [
+    (re.compile(r"\bca\s*n't"), "can not"), (re.compile(r"\bcannot\b"), "can not"),
+    (re.compile(r"\bwo\s*n't"), "will not"), (re.compile(r"\s*n't\b"), " not"),
+    (re.compile(r"\s*'m\b"), " am"), (re.compile(r"\s*'re\b"), " are"), (re.compile(r"\s*'ve\b"), " have"),
+    (re.compile(r"\s*'ll\b"), " will"), (re.compile(r"\s*'d\b"), " would"),
+    (re.compile(r"\b(it|that|what|there)\s*'s\b"), r"\1 is"),
+]
+
+
 def _normalise(text: str) -> str:
-    # Letters and digits only, contractions expanded as the papers' preprocessing does: the
-    # authors' files and our preprocessing (either setting) may differ in case, tokenisation
-    # spaces ("do n't" / "don't"), contractions and `_comma_`, never in the words themselves.
-    text = expand_contractions(text.replace("_comma_", ",").replace("\u2019", "'").lower())
+    # Letters and digits only, contractions in one form: the authors' files and our preprocessing
+    # (either setting) differ in case, tokenisation spaces, contractions and `_comma_`, never in
+    # the words themselves.
+    text = text.replace("_comma_", ",").replace("\u2019", "'").lower()
+    for pattern, replacement in _CONTRACTION_KEYS:
+        text = pattern.sub(replacement, text)
     return re.sub(r"[^a-z0-9]", "", text)
 
 

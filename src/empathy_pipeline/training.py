@@ -281,6 +281,20 @@ class LossCsvCallback(TrainerCallback):
 
 # ---- LoRA ------------------------------------------------------------------------------------
 
+def load_examples(model_dir, samples: pl.DataFrame, max_length: int, out_dir) -> tuple:
+    """(tokenizer, examples, n_skipped) for training the model in model_dir; none fitting is an error."""
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
+    except OSError as exc:
+        raise PipelineError(f"cannot load tokenizer from {model_dir}: {str(exc).splitlines()[0]}") from None
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    examples, n_skipped = sft_examples(samples, tokenizer, max_length)
+    if not examples:
+        raise PipelineError(f"{out_dir}: none of {samples.height} samples fits max_length {max_length} (all skipped)")
+    return tokenizer, examples, n_skipped
+
+
 def train_lora(base_dir: str | Path, samples: pl.DataFrame, lora_cfg: dict, train_cfg: dict,
                out_dir: str | Path, loss_csv: str | Path) -> dict:
     """LoRA-fine-tune the model at base_dir on samples; save only the adapter + tokenizer to out_dir.
@@ -292,16 +306,7 @@ def train_lora(base_dir: str | Path, samples: pl.DataFrame, lora_cfg: dict, trai
     if not (Path(base_dir) / "config.json").is_file():  # a local directory, never a hub lookup
         raise PipelineError(f"{base_dir}: base model directory not found (run the `models` stage)")
     started = time.time()
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(str(base_dir))
-    except OSError as exc:
-        raise PipelineError(f"cannot load tokenizer from {base_dir}: {str(exc).splitlines()[0]}") from None
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    examples, n_skipped = sft_examples(samples, tokenizer, int(train_cfg["max_length"]))
-    if not examples:
-        raise PipelineError(f"{out_dir}: none of {samples.height} samples fits max_length "
-                            f"{train_cfg['max_length']} (all skipped)")
+    tokenizer, examples, n_skipped = load_examples(base_dir, samples, int(train_cfg["max_length"]), out_dir)
 
     # Before from_pretrained: lets DeepSpeed ZeRO-3 (if launched so) shard the weights at load.
     args = training_arguments(train_cfg, checkpoint_dir(out_dir))
