@@ -11,7 +11,6 @@ quoting CSV reader (which would merge lines that start with a quote, as HF `data
 
 from __future__ import annotations
 
-import json
 import re
 from collections import Counter
 from dataclasses import dataclass, field
@@ -20,6 +19,7 @@ from pathlib import Path
 import polars as pl
 
 from .errors import PipelineError
+from .io import read_json_list
 
 __all__ = ["PipelineError", "paper_normalize", "expand_contractions", "read_ed_csv", "read_paper_json", "read_split", "check_bad_fraction"]
 
@@ -178,14 +178,7 @@ def read_paper_json(path: Path, split: str, max_conversations: int | None = None
     conversation follow each other, each context extending the previous one, which recovers conv_id.
     """
     report = ReadReport(str(path))
-    if not path.exists():
-        raise PipelineError(f"{path}: required file not found")
-    try:
-        items = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise PipelineError(f"{path}:{exc.lineno}: invalid JSON ({exc.msg})") from None
-    if not isinstance(items, list):
-        raise PipelineError(f"{path}: expected a JSON list of items")
+    items = read_json_list(path, "required file not found", "a JSON list of items")
     rows, evaluations = [], []
     conv_index, previous = -1, None
     for i, item in enumerate(items):

@@ -57,6 +57,20 @@ def read_parquet(path: str | os.PathLike) -> pl.DataFrame:
     return pl.read_parquet(p)
 
 
+def read_json_list(path: str | os.PathLike, missing: str, expected: str) -> list:
+    """A JSON file holding a list; a missing file, bad JSON or another shape is a one-line error."""
+    p = Path(path)
+    if not p.exists():
+        raise PipelineError(f"{p}: {missing}")
+    try:
+        items = json.loads(p.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise PipelineError(f"{p}:{exc.lineno}: invalid JSON ({exc.msg})") from None
+    if not isinstance(items, list):
+        raise PipelineError(f"{p}: expected {expected}")
+    return items
+
+
 def read_predictions(path: str | os.PathLike) -> pl.DataFrame:
     """Read a predictions file (parquet, jsonl or csv) with `prediction` and `reference` columns."""
     p = Path(path)

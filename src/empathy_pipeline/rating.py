@@ -25,7 +25,7 @@ import polars as pl
 
 from . import prompts
 from .errors import PipelineError
-from .io import write_parquet
+from .io import read_json_list, write_parquet
 from .llm.base import ChatBackend, Sampling
 from .progress import progress
 from .shards import prepare_shard_dir, read_shard, shard_path
@@ -188,14 +188,7 @@ def import_ratings(path: str | Path, samples: pl.DataFrame) -> tuple[pl.DataFram
     a sample, unusable items and evaluations that do not parse are counted.
     """
     path = Path(path)
-    if not path.exists():
-        raise PipelineError(f"{path}: ratings file not found")
-    try:
-        items = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise PipelineError(f"{path}:{exc.lineno}: invalid JSON ({exc.msg})") from None
-    if not isinstance(items, list):
-        raise PipelineError(f"{path}: expected a JSON list of items with context, response, evaluation")
+    items = read_json_list(path, "ratings file not found", "a JSON list of items with context, response, evaluation")
 
     by_text: dict[tuple, deque] = defaultdict(deque)
     bad_items = 0
