@@ -16,9 +16,10 @@ from empathy_pipeline.errors import PipelineError
 from empathy_pipeline.io import read_parquet, write_json, write_parquet
 from empathy_pipeline.llm import Sampling, load_backend
 from empathy_pipeline.metrics import score_predictions
+from empathy_pipeline.models import BASE_MODEL_DIR
 from empathy_pipeline.prompts import dialogue_chat
 
-BASE_MODEL = Path("models/base")
+BASE_MODEL = Path(BASE_MODEL_DIR)
 
 
 def resolve_weights(weights: Path) -> tuple[str, str | None]:

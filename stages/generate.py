@@ -12,6 +12,7 @@ from empathy_pipeline.generation import (
 )
 from empathy_pipeline.io import read_parquet, write_json, write_parquet
 from empathy_pipeline.llm import Sampling, load_backend
+from empathy_pipeline.models import resolve_chat_model
 from empathy_pipeline.prompts import generation_chat
 
 TRAIN = Path("data/prepared/train.parquet")
@@ -24,7 +25,7 @@ METRICS = Path("metrics/generate.json")
 def main() -> None:
     p = params.section("generate")
     llm = params.section("llm")
-    model = "models/base" if p["model"] == "base" else str(p["model"])
+    model = resolve_chat_model(p["model"])
     seeds = select_seeds(read_parquet(TRAIN), p["seeds"], int(p["seed"]))
     variant = int(p["prompt_variant"])
     max_words = int(p["max_response_words"])

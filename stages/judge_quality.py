@@ -6,6 +6,7 @@ from empathy_pipeline import data_quality, params, stage
 from empathy_pipeline.errors import PipelineError
 from empathy_pipeline.io import read_parquet, write_json
 from empathy_pipeline.llm import load_backend
+from empathy_pipeline.models import resolve_chat_model
 from empathy_pipeline.plots import plot_data_quality
 
 GENERATED = Path("data/synth/generated.parquet")   # before selection
@@ -16,7 +17,7 @@ PLOT = Path("plots/data_quality.png")
 
 def main() -> None:
     p = params.section("judge_quality")
-    model = "models/base" if p["model"] == "base" else str(p["model"])
+    model = resolve_chat_model(p["model"])
     size, seed = p.get("sample_size"), int(p["seed"])
     generated = read_parquet(GENERATED)
     # The selected table may carry only ids; its text is the generated row's.

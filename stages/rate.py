@@ -7,6 +7,7 @@ import numpy as np
 from empathy_pipeline import params, stage
 from empathy_pipeline.errors import PipelineError
 from empathy_pipeline.io import read_parquet, write_json, write_parquet
+from empathy_pipeline.models import resolve_chat_model
 from empathy_pipeline.prompts import RATING_FORM_PREFIX
 
 TRAIN = Path("data/prepared/train.parquet")
@@ -34,7 +35,7 @@ def main() -> None:
         from empathy_pipeline.llm import Sampling, load_backend
         from empathy_pipeline.rating import rate_samples
 
-        model = "models/base" if p["model"] == "base" else str(p["model"])
+        model = resolve_chat_model(p["model"])
         if not isinstance(p.get("prefill"), bool):
             raise PipelineError("params.yaml rate.prefill: must be true or false")
         ratings, counts = rate_samples(

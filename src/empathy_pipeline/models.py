@@ -87,6 +87,15 @@ def materialize_chat_model(name: str, out_dir: str | Path, dtype: str = "bfloat1
     }
 
 
+BASE_MODEL_DIR = "models/base"
+
+
+def resolve_chat_model(name: str) -> str:
+    """A stage's model param: `base` is the pipeline's own base model (the models stage output),
+    anything else a hub id, local path or served model name, used as given."""
+    return BASE_MODEL_DIR if name == "base" else str(name)
+
+
 def embedding_model_path(name: str) -> str:
     """Resolve the embedding model: the embedded MiniLM package, else any sentence-transformers name."""
     if name == EMBEDDED_EMBEDDING_MODEL:
