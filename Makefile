@@ -67,7 +67,7 @@ lock:
 	  cat $(LOCK_VENV)/cpu.lock; } > $(LOCK).tmp
 	mv $(LOCK).tmp $(LOCK)
 
-MODEL_METRICS := $(foreach m,base discriminator synth expert_sensibility expert_rationality moe,metrics/$(m).json)
+MODEL_METRICS := $(foreach m,synth_base discriminator synth efficient_base expert_sensibility expert_rationality moe,metrics/$(m).json)
 
 demo: setup
 	dvc repro

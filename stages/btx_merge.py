@@ -3,20 +3,16 @@
 import json
 
 from empathy_pipeline import params, stage
-
-BASE = "models/base"
-EXPERT_S = "models/expert_sensibility"
-EXPERT_R = "models/expert_rationality"
-OUT = "models/moe_merged"
+from empathy_pipeline.stage import In, Out
 
 
-def main() -> None:
-    p = params.section("btx_merge")
+def main(base: In, expert_sensibility: In, expert_rationality: In, out: Out) -> None:
+    p = params.load("btx_merge")
     from empathy_pipeline.merge import btx_merge  # heavy (torch, transformers): after reading params
 
-    report = btx_merge(BASE, EXPERT_S, EXPERT_R, OUT, router_seed=int(p["router_seed"]))
-    print(json.dumps({"out": OUT, **report}))
+    report = btx_merge(base, expert_sensibility, expert_rationality, out, router_seed=p.router_seed)
+    print(json.dumps({"out": str(out), **report}))
 
 
 if __name__ == "__main__":
-    stage.run(main, "btx_merge")
+    stage.run(main)

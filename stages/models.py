@@ -1,15 +1,20 @@
-"""Materialise the configured base model as a Hugging Face directory (models/base)."""
+"""Materialise a branch's base model as a Hugging Face directory (`--name synth_base` or `efficient_base`)."""
 
 from empathy_pipeline import params, stage
+from empathy_pipeline.errors import PipelineError
 from empathy_pipeline.models import materialize_chat_model
+from empathy_pipeline.stage import Out, Text
+
+BRANCH_BASES = ("synth_base", "efficient_base")
 
 
-def main() -> None:
-    p = params.section("models")
-    report = materialize_chat_model(p["base"], "models/base", dtype=p.get("dtype", "bfloat16"))
-    print(f"models/base: {report['model']} ({report['parameters']:,} parameters, {report['dtype']}, "
-          f"{report['seconds']} s)")
+def main(name: Text, out: Out) -> None:
+    if name not in BRANCH_BASES:
+        raise PipelineError(f"--name {name}: not a base model key (use {' or '.join(BRANCH_BASES)})")
+    p = params.load("models")
+    report = materialize_chat_model(getattr(p, name), out, dtype=p.dtype)
+    print(f"{out}: {report['model']} ({report['parameters']:,} parameters, {report['dtype']})")
 
 
 if __name__ == "__main__":
-    stage.run(main, "models")
+    stage.run(main)

@@ -10,11 +10,14 @@ import tarfile
 from pathlib import Path
 
 import polars as pl
+import pytest
 import yaml
+from dvc_spec import lookup
 
 from empathy_pipeline.profiles import load_profile
 
 ROOT = Path(__file__).resolve().parents[1]
+PAPER_PROFILES = ("synth-empathy", "efficient-empathy")
 EMPATHY = str(Path(sys.executable).parent / "empathy")
 
 
@@ -22,29 +25,30 @@ def run(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
     return subprocess.run([EMPATHY, *args], cwd=cwd, capture_output=True, text=True)
 
 
-def test_profiles_cover_the_same_keys_and_demo_is_params_yaml():
-    demo, paper = load_profile("demo"), load_profile("paper")
-    assert demo.keys() == paper.keys()
+def test_demo_profile_covers_every_key_of_the_paper_profiles_and_is_params_yaml():
+    demo = load_profile("demo")
+    for name in PAPER_PROFILES:
+        missing = sorted(load_profile(name).keys() - demo.keys())
+        assert not missing, f"profiles/demo.yaml lacks {missing}: `empathy profile demo` would not switch back"
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     for dotted, value in demo.items():
-        node = params
-        for key in dotted.split("."):
-            node = node[key]
-        assert node == value, f"profiles/demo.yaml {dotted}={value!r} but params.yaml has {node!r}"
+        assert lookup(params, dotted) == value, f"profiles/demo.yaml {dotted}={value!r} but params.yaml differs"
 
 
-def test_profile_switch_round_trips_and_keeps_comments(tmp_path):
+@pytest.mark.parametrize("name", PAPER_PROFILES)
+def test_profile_switch_round_trips_and_keeps_comments(tmp_path, name):
     params = tmp_path / "params.yaml"
     shutil.copy(ROOT / "params.yaml", params)
-    result = run("profile", "paper", "--params-file", str(params))
+    result = run("profile", name, "--params-file", str(params))
     assert result.returncode == 0, result.stderr
     switched = yaml.safe_load(params.read_text())
     assert switched["llm"]["backend"] == "vllm" and switched["evaluate"]["max_samples"] is None
-    assert "# keep S > T" in params.read_text()
+    assert switched["profile"] == name and "# keep S > T" in params.read_text()
     assert run("profile", "demo", "--params-file", str(params)).returncode == 0
     assert yaml.safe_load(params.read_text()) == yaml.safe_load((ROOT / "params.yaml").read_text())
     bad = run("profile", "nope", "--params-file", str(params))
-    assert bad.returncode == 1 and bad.stderr.strip() == "error: unknown profile 'nope' (known: demo, paper)"
+    assert bad.returncode == 1 and bad.stderr.strip() == (
+        "error: unknown profile 'nope' (known: demo, efficient-empathy, synth-empathy)")
 
 
 def test_score_prints_the_metrics_json(tmp_path):
@@ -85,3 +89,13 @@ def test_data_fetch_offline_says_where_to_put_the_files(tmp_path):
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: cannot download ED")
     assert f"{tmp_path}/empatheticdialogues/train.csv" in lines[0] and "prepare.source" in lines[0]
+
+
+def test_version_names_the_packages_that_make_the_numbers():
+    from importlib.metadata import version
+
+    result = run("--version")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0] == f"empathy-pipeline {version('empathy-pipeline')}"
+    assert f"  torch {version('torch')}" in lines and f"  transformers {version('transformers')}" in lines

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -12,13 +11,11 @@ import numpy as np
 import polars as pl
 import pytest
 import yaml
+from dvc_spec import stage_argv
 
-from empathy_pipeline import data_quality, generation, prompts, shards
+from empathy_pipeline import data_quality, generation, llm_table, prompts
 from empathy_pipeline.ed import SAMPLES_SCHEMA
 from empathy_pipeline.errors import PipelineError
-
-ROOT = Path(__file__).resolve().parents[1]
-GENERATE_STAGE = ROOT / "stages" / "generate.py"
 
 GOOD_REPLY = """Round 1
 Context: My dog has been sick all week and I am so worried about him.
@@ -134,7 +131,7 @@ def test_assemble_counts_every_reply_as_sample_or_reject():
     seeds = _seeds(3)
     ids = seeds["sample_id"].to_list()
     completions = pl.DataFrame(
-        {"seed_sample_id": [ids[0], ids[0], ids[1], ids[2]], "completion": [0, 1, 0, 0],
+        {"sample_id": [ids[0], ids[0], ids[1], ids[2]], "completion": [0, 1, 0, 0],
          "raw_text": [GOOD_REPLY.removeprefix("Round 1\nContext:"), "", "Just a plain sentence.",
                       GOOD_REPLY.replace("Has the vet", "Has the vet " + "really " * 30)]},
         schema=generation.COMPLETIONS_SCHEMA,
@@ -162,34 +159,34 @@ def test_select_seeds_count_fraction_and_errors():
     assert picked.equals(generation.select_seeds(train, 3, seed=1))
     assert generation.select_seeds(train, 0.4, seed=1).height == 2
     assert generation.select_seeds(train, 1.0, seed=0).height == 5
-    for bad in (0, -1, 6, 2.5, "ten"):
-        with pytest.raises(PipelineError, match="generate.seeds"):
-            generation.select_seeds(train, bad, seed=0)
+    # Types and ranges are the params model's job (tests/test_params.py); here: more seeds than rows.
+    with pytest.raises(PipelineError, match="generate.num_seeds: 6 seeds asked for, but the train split has 5"):
+        generation.select_seeds(train, 6, seed=0)
 
 
-def test_shards_of_other_settings_are_discarded_with_a_message(tmp_path):
+def test_shards_of_other_settings_are_discarded_with_a_message(tmp_path, capsys):
     shard_dir = tmp_path / "shards"
     shard_dir.mkdir()
-    (shard_dir / shards.FINGERPRINT_FILE).write_text(json.dumps({"fingerprint": "old"}))
+    (shard_dir / llm_table.FINGERPRINT_FILE).write_text(json.dumps({"fingerprint": "old"}))
     pl.DataFrame(schema=generation.COMPLETIONS_SCHEMA).write_parquet(shard_dir / "shard-00000.parquet")
     (shard_dir / ".shard-00001.parquet.tmp").mkdir()  # left by a writer that was killed
-    messages: list[str] = []
-    shards.prepare_shard_dir(shard_dir, "new", messages.append, "generate")
+    llm_table.prepare_shard_dir(shard_dir, "new", "generate")
     assert not list(shard_dir.glob("shard-*")) and not list(shard_dir.glob(".shard-*"))
-    assert json.loads((shard_dir / shards.FINGERPRINT_FILE).read_text()) == {"fingerprint": "new"}
+    assert json.loads((shard_dir / llm_table.FINGERPRINT_FILE).read_text()) == {"fingerprint": "new"}
+    messages = capsys.readouterr().out.splitlines()
     assert len(messages) == 1 and "starting fresh" in messages[0]
 
 
 # ---- kill and resume with the real model ------------------------------------------------------------
 
 def _project(root: Path, model_dir: Path, n_seeds: int) -> Path:
-    """A minimal project dir for the generate stage: params, prepared train split, models/base."""
+    """A minimal project dir for the generate stage: params, prepared train split, models/synth_base."""
     (root / "data" / "prepared").mkdir(parents=True)
     (root / "models").mkdir()
-    (root / "models" / "base").symlink_to(model_dir)
+    (root / "models" / "synth_base").symlink_to(model_dir)
     _seeds(n_seeds).write_parquet(root / "data" / "prepared" / "train.parquet")
     params = {
-        "generate": {"model": "base", "prompt_variant": 2, "seeds": n_seeds, "completions_per_seed": 1,
+        "generate": {"model": "base", "prompt_variant": 2, "num_seeds": n_seeds, "completions_per_seed": 1,
                      "temperature": 0.8, "top_p": 0.95, "max_new_tokens": 40, "max_response_words": 30,
                      "shard_size": 1, "seed": 0},
         "llm": {"backend": "transformers", "batch_size": 4, "dtype": "float32", "device": "cpu"},
@@ -205,13 +202,13 @@ OUTPUTS = ("data/synth/generated.parquet", "data/synth/rejects.parquet", "metric
 def test_killed_generation_resumes_to_byte_identical_outputs(tmp_path, base_model_dir):
     n_seeds = 4
     whole = _project(tmp_path / "whole", base_model_dir, n_seeds)
-    done = subprocess.run([sys.executable, str(GENERATE_STAGE)], cwd=whole, capture_output=True, text=True,
+    done = subprocess.run(stage_argv("generate"), cwd=whole, capture_output=True, text=True,
                           timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
 
     killed = _project(tmp_path / "killed", base_model_dir, n_seeds)
-    shards = killed / "data" / "synth" / "shards"
-    proc = subprocess.Popen([sys.executable, str(GENERATE_STAGE)], cwd=killed,
+    shards = killed / "data" / "synth" / "shards" / "generate"
+    proc = subprocess.Popen(stage_argv("generate"), cwd=killed,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.time() + 240
@@ -228,7 +225,7 @@ def test_killed_generation_resumes_to_byte_identical_outputs(tmp_path, base_mode
     assert 1 <= finished_before_kill < n_seeds, "the kill must land between shards"
     assert not (killed / OUTPUTS[0]).exists()
 
-    resumed = subprocess.run([sys.executable, str(GENERATE_STAGE)], cwd=killed, capture_output=True, text=True,
+    resumed = subprocess.run(stage_argv("generate"), cwd=killed, capture_output=True, text=True,
                              timeout=300)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert f"resuming after {finished_before_kill}/{n_seeds} finished shards" in resumed.stdout
@@ -238,7 +235,7 @@ def test_killed_generation_resumes_to_byte_identical_outputs(tmp_path, base_mode
     assert metrics["completions"] == n_seeds
     assert metrics["parsed"] + metrics["rejected"] == n_seeds
     # Every seed got a real sampled reply, and each one became a sample or a reject.
-    replies = pl.concat(pl.read_parquet(p) for p in sorted((whole / "data/synth/shards").glob("shard-*.parquet")))
+    replies = pl.concat(pl.read_parquet(p) for p in sorted((whole / "data/synth/shards/generate").glob("shard-*.parquet")))
     assert replies.height == n_seeds and replies["raw_text"].str.len_chars().min() > 20
     rejects = pl.read_parquet(whole / OUTPUTS[1])
     generated = pl.read_parquet(whole / OUTPUTS[0])

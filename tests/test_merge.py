@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import subprocess
 import sys
@@ -10,10 +11,12 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors import safe_open
+from transformers import TrainerCallback
 
 from empathy_pipeline.ed import read_ed_csv
 from empathy_pipeline.errors import PipelineError
-from empathy_pipeline.merge import btx_merge, build_moe, load_expert, train_router
+from empathy_pipeline.merge import btx_merge, build_moe, load_expert
+from empathy_pipeline.training import train_router
 
 LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
@@ -101,6 +104,47 @@ def test_merged_weights_follow_the_paper(base_model_dir, adapters, moe_mixed):
 
 
 @pytest.mark.slow
+def test_moe_block_is_eq6_of_two_different_experts(base_model_dir, adapters):
+    """One layer of the merged MoE computes Router·FF_s(x) + (1 − Router)·FF_r(x) (Eq. 6) for two different experts.
+
+    With identical experts routing cannot matter; here FF_s and FF_r differ, so putting the experts
+    in the wrong slots, or routing top-1 instead of softly over both, gives a different output.
+    """
+    from transformers.models.mixtral.modeling_mixtral import MixtralSparseMoeBlock
+
+    expert_s, expert_r = load_expert(base_model_dir, adapters[0]), load_expert(base_model_dir, adapters[1])
+    moe = build_moe(expert_s, expert_r, router_seed=0)  # float32, in memory
+    layer = 7
+    block = moe.model.layers[layer].mlp
+    assert isinstance(block, MixtralSparseMoeBlock)
+    x = torch.randn(2, 5, moe.config.hidden_size, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        ff_s, ff_r = expert_s.model.layers[layer].mlp(x), expert_r.model.layers[layer].mlp(x)
+        p = torch.softmax(x @ block.gate.weight.T, dim=-1)  # (…, 2) over experts s, r (Eq. 7, no bias)
+        router = p[..., :1]
+        by_hand = router * ff_s + (1 - router) * ff_r  # Eq. 6
+        swapped = router * ff_r + (1 - router) * ff_s
+        out = block(x)
+        top1_config = copy.deepcopy(moe.config)
+        top1_config.num_experts_per_tok = 1
+        top1 = MixtralSparseMoeBlock(top1_config)
+        top1.load_state_dict(block.state_dict())
+        out_top1 = top1(x)
+
+    # Float32 rounding, relative to the output's scale. Measured: block vs hand 3.3e-7; experts
+    # swapped 3.3e-2, top-1 4.1e-2; FF_s − FF_r 9.4e-2; Router(x) spans 0.36–0.81.
+    tol = 1e-5 * by_hand.abs().max().item()
+    assert (ff_s - ff_r).abs().max() > 1000 * tol  # the experts really differ at this layer
+    assert (p[..., 0] - 0.5).abs().max() > 0.1  # and the router does not sit at 1/2 everywhere
+    assert (out - by_hand).abs().max().item() <= tol
+    # The checks this test exists for: each of these bugs would fail the equality above.
+    assert (out - swapped).abs().max().item() > 100 * tol  # experts in the wrong slots
+    assert (out_top1 - by_hand).abs().max().item() > 100 * tol  # top-1 routing instead of Eq. 6's soft mix
+    chosen = torch.where((p[..., 0] >= p[..., 1])[..., None], ff_s, ff_r)
+    assert (out_top1 - chosen).abs().max().item() <= tol  # (top-1 is the argmax expert's FFN alone)
+
+
+@pytest.mark.slow
 def test_saved_moe_is_mixtral_and_generates_in_a_fresh_process(base_model_dir, moe_same):
     config = json.loads((moe_same / "config.json").read_text())
     base = json.loads((Path(base_model_dir) / "config.json").read_text())
@@ -140,6 +184,133 @@ def test_router_training_changes_only_the_routers(moe_mixed, ed_dir, tmp_path):
     assert changed == routers  # every router moved, nothing else did (expert gate projections included)
     assert all(t.dtype == torch.bfloat16 for t in after.values())
     assert len(loss_csv.read_text().splitlines()) == 3  # header + one loss per step
+
+
+def _half_bf16_ulp(w: torch.Tensor) -> torch.Tensor:
+    """Half the spacing of bfloat16 numbers at w: a step smaller than this rounds away in a bf16 weight."""
+    _, exponent = torch.frexp(w.to(torch.bfloat16).float())  # w = m * 2^e, 0.5 <= |m| < 1; 8 significant bits
+    return torch.ldexp(torch.ones_like(w), exponent - 9)
+
+
+def _layer(item) -> int:
+    return int((item if isinstance(item, str) else item[0]).split(".")[2])  # model.layers.<i>....
+
+
+class _RouterRecorder(TrainerCallback):
+    """Router weights (as trained, before the final cast), gradients and AdamW state dtypes per step."""
+
+    def __init__(self):
+        self.weights, self.grads, self.state_dtypes = [], [], set()
+
+    def _routers(self, model, grad=False):
+        named = sorted(((n, p) for n, p in model.named_parameters() if p.requires_grad), key=_layer)
+        return torch.cat([(p.grad if grad else p).detach().flatten().clone() for _, p in named])
+
+    def on_train_begin(self, args, state, control, model=None, **kwargs):
+        self.frozen_dtypes = {p.dtype for p in model.parameters() if not p.requires_grad}
+        self.router_dtypes = {p.dtype for p in model.parameters() if p.requires_grad}
+        self.weights.append(self._routers(model))
+
+    def on_pre_optimizer_step(self, args, state, control, model=None, **kwargs):
+        self.grads.append(self._routers(model, grad=True))  # after clipping, what AdamW receives
+
+    def on_step_end(self, args, state, control, model=None, optimizer=None, **kwargs):
+        self.weights.append(self._routers(model))
+        for param_state in optimizer.state.values():
+            self.state_dtypes |= {v.dtype for v in param_state.values() if torch.is_tensor(v) and v.ndim}
+
+
+BF16_ROUTER_CFG = {"max_steps": 3, "epochs": 1, "learning_rate": 1e-4, "batch_size": 2,
+                   "gradient_accumulation_steps": 1, "max_length": 64, "bf16": True, "logging_steps": 1, "seed": 0}
+
+
+@pytest.fixture(scope="module")
+def router_samples(ed_dir):
+    samples, _ = read_ed_csv(ed_dir / "train.csv", "train", max_conversations=3)
+    return samples.head(4)
+
+
+@pytest.fixture(scope="module")
+def bf16_router_run(moe_mixed, router_samples, tmp_path_factory):
+    """Routers of moe_mixed (stored bf16) trained 3 steps at lr 1e-4 with train.bf16, recorded per step."""
+    out = tmp_path_factory.mktemp("router-bf16")
+    recorder = _RouterRecorder()
+    report = train_router(moe_mixed, router_samples, BF16_ROUTER_CFG, out / "moe", out / "router.csv",
+                          callbacks=[recorder])
+    return out / "moe", report, recorder
+
+
+@pytest.mark.slow
+def test_router_training_in_bf16_keeps_float32_master_weights(moe_mixed, bf16_router_run):
+    """train.bf16: frozen MoE in bf16, routers and AdamW state in float32, so steps below bf16 rounding count."""
+    out, report, recorder = bf16_router_run
+    lr = BF16_ROUTER_CFG["learning_rate"]
+    assert report["steps"] == BF16_ROUTER_CFG["max_steps"]
+    assert recorder.frozen_dtypes == {torch.bfloat16}  # the frozen 200M weights stay bf16 on CPU too
+    assert recorder.router_dtypes == {torch.float32} and recorder.state_dtypes == {torch.float32}
+
+    w = recorder.weights  # float32 router weights before step 1 and after each step
+    w0, half_ulp = w[0], _half_bf16_ulp(w[0])
+    assert torch.equal(w0, w0.to(torch.bfloat16).float())  # started from the bf16 checkpoint's values
+    # Adam's first step is lr * sign(g): every router weight moved, and where |w| > 2^-5 that step
+    # is below half a bf16 ulp (measured: 11.8% of the 34,560 weights), so a bf16 weight would not have moved.
+    assert (w[1] != w0).all()
+    rounds_away = w[1].to(torch.bfloat16).float() == w0
+    assert rounds_away.float().mean() > 0.05
+    # The failure mode, replayed: one plain AdamW step with the same gradient on the same weights.
+    # In float32 it reproduces the Trainer's step; in bf16 exactly those sub-rounding steps vanish.
+    # (Measured with routers trained in bf16 through train_router itself: after these 3 steps 12.3%
+    # of the weights had never moved and the median weight was 24% off its float32 trajectory.)
+    replayed = {}
+    for dtype in (torch.float32, torch.bfloat16):
+        param = torch.nn.Parameter(w0.to(dtype, copy=True))
+        param.grad = recorder.grads[0].to(dtype)
+        torch.optim.AdamW([param], lr=lr, weight_decay=0.0).step()
+        replayed[dtype] = param.detach().float()
+    assert (replayed[torch.float32] - w[1]).abs().max() < 1e-8
+    bf16_unmoved = replayed[torch.bfloat16] == w0
+    assert torch.equal(bf16_unmoved, rounds_away)
+    # Over the run the float32 weights moved by more than bf16 rounding (measured: median change
+    # 1.6e-4 against a median half-ulp of 3.1e-5).
+    total = (w[-1] - w0).abs()
+    assert total.median() > 2 * half_ulp.median()
+
+    before, after = _tensors(moe_mixed), _tensors(out)
+    routers = sorted((k for k in before if k.endswith("block_sparse_moe.gate.weight")), key=_layer)
+    assert all(t.dtype == torch.bfloat16 for t in after.values())
+    assert all(torch.equal(before[k], after[k]) for k in before.keys() - set(routers))
+    saved = torch.cat([after[k].flatten() for k in routers])
+    assert torch.equal(saved, w[-1].to(torch.bfloat16))  # the float32 result, rounded once at the save
+    assert (saved != torch.cat([before[k].flatten() for k in routers])).float().mean() > 0.5  # measured 0.87
+
+
+class _Killed(Exception):
+    pass
+
+
+class _KillAtSave(TrainerCallback):
+    def __init__(self, step: int):
+        self.step = step
+
+    def on_save(self, args, state, control, **kwargs):  # the checkpoint of this step is on disk
+        if state.global_step == self.step:
+            raise _Killed
+
+
+@pytest.mark.slow
+def test_killed_router_training_resumes_with_its_routers(moe_mixed, router_samples, bf16_router_run, tmp_path):
+    """A resumed run ends bit-identical to an uninterrupted one (the Trainer alone would restart the routers)."""
+    out, cfg = tmp_path / "moe", {**BF16_ROUTER_CFG, "save_steps": 1}  # a checkpoint every step
+    with pytest.raises(_Killed):
+        train_router(moe_mixed, router_samples, cfg, out, tmp_path / "router.csv", callbacks=[_KillAtSave(2)])
+    assert not out.exists()
+    resumed = train_router(moe_mixed, router_samples, cfg, out, tmp_path / "router.csv")
+    straight_out, straight, _ = bf16_router_run
+    assert resumed["steps"] == straight["steps"] == 3 and resumed["final_loss"] == straight["final_loss"]
+    a, b = _tensors(out), _tensors(straight_out)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert not torch.equal(a["model.layers.0.block_sparse_moe.gate.weight"],
+                           _tensors(moe_mixed)["model.layers.0.block_sparse_moe.gate.weight"])
 
 
 def _tiny_dense(model_type: str, **fields):

@@ -248,3 +248,44 @@ def test_evaluate_modules_load_offline_and_match():
     via_evaluate = json.loads(done.stdout.strip().splitlines()[-1])
     direct = score_predictions(PREDICTIONS, REFERENCES, bertscore=True, num_layers=6)
     assert {k: round(v, 2) for k, v in via_evaluate.items()} == {k: v for k, v in direct.items() if k != "n"}
+
+
+RESCALE_PAIRS = (["i am so sorry to hear that .", "that is great news !", ""],
+                 ["oh no , i am sorry .", "congratulations , you must be happy !", "what happened ?"])
+
+
+def test_bertscore_rescaled_equals_bert_score_own_api(tmp_path):
+    """--bertscore-rescale gives what bert-score's score(..., rescale_with_baseline=True) gives for the
+    same baseline file (MiniLM has none shipped: the test writes one), empty pairs included."""
+    from bert_score import score
+
+    from empathy_pipeline.embeddings import embedding_model_path
+    from empathy_pipeline.metrics import bertscore_prf
+
+    baseline = tmp_path / "minilm.tsv"
+    baseline.write_text("LAYER,P,R,F\n" + "".join(f"{i},{0.3 + 0.05 * i},{0.31 + 0.05 * i},{0.305 + 0.05 * i}\n"
+                                                   for i in range(7)))
+    preds, refs = RESCALE_PAIRS
+    ours = bertscore_prf(preds, refs, "all-minilm-l6-v2", num_layers=6, rescale=True, baseline=baseline)
+    raw = bertscore_prf(preds, refs, "all-minilm-l6-v2", num_layers=6)
+    p, r, f = score(preds[:2], refs[:2], model_type=embedding_model_path("all-minilm-l6-v2"), num_layers=6,
+                    lang="en", rescale_with_baseline=True, baseline_path=str(baseline))
+    b_f = 0.305 + 0.05 * 6
+    empty_f = (0 - b_f) / (1 - b_f)  # the empty pair: raw 0, rescaled like any score
+    assert ours["bertscore_f1"] == pytest.approx(100 * (f.sum().item() + empty_f) / 3, abs=1e-4)
+    assert ours["bertscore_p"] == pytest.approx(100 * (p.sum().item() + (0 - 0.6) / 0.4) / 3, abs=1e-4)
+    assert ours["bertscore_f1"] == pytest.approx(100 * ((raw["bertscore_f1"] / 100) - b_f) / (1 - b_f), abs=1e-4)
+
+
+def test_rescale_baseline_shipped_for_roberta_large_and_none_for_minilm():
+    from empathy_pipeline.metrics import bertscore_baseline_file
+
+    assert bertscore_baseline_file("roberta-large").read_text().startswith("LAYER,P,R,F")
+    with pytest.raises(PipelineError, match="bert-score ships no rescale baseline for 'all-minilm-l6-v2'"):
+        bertscore_baseline_file("all-minilm-l6-v2")
+
+
+def test_metrics_say_whether_bertscore_is_rescaled():
+    preds, refs = RESCALE_PAIRS
+    assert score_predictions(preds, refs, bertscore_model="all-minilm-l6-v2")["bertscore_rescaled"] is False
+    assert "bertscore_rescaled" not in score_predictions(preds, refs, bertscore=False)

@@ -26,7 +26,7 @@ TINY = {
     "evaluate.max_samples": 6,
     "evaluate.max_new_tokens": 8,
     "evaluate.bertscore": False,
-    "generate.seeds": 6,
+    "generate.num_seeds": 6,
     "generate.shard_size": 3,
     "train.max_steps": 1,
     "train.batch_size": 2,
@@ -37,7 +37,8 @@ TINY = {
     "train_router.max_steps": 1,
 }
 
-MODEL_STAGES = ["base", "discriminator", "synth", "expert_sensibility", "expert_rationality", "moe"]
+MODEL_STAGES = ["synth_base", "discriminator", "synth", "efficient_base", "expert_sensibility", "expert_rationality",
+                "moe"]
 
 
 def set_params(path: Path, values: dict) -> None:
@@ -73,17 +74,29 @@ def demo_run(tmp_path_factory) -> Path:
         shutil.copytree(ROOT / name, work / name, ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copytree(ROOT / "data" / "sample", work / "data" / "sample")
     set_params(work / "params.yaml", TINY)
-    dvc(work, "init", "--no-scm", "-q")
+    git(work, "init", "-q")
+    dvc(work, "init", "-q")
     dvc(work, "config", "core.analytics", "false")
     dvc(work, "repro")
+    git(work, "add", "-A")
+    git(work, "commit", "-q", "-m", "tiny run")
     return work
+
+
+def git(work: Path, *args: str) -> str:
+    result = subprocess.run(["git", "-c", "user.email=ci@example.invalid", "-c", "user.name=ci", *args],
+                            cwd=work, capture_output=True, text=True)
+    assert result.returncode == 0, f"git {' '.join(args)} failed: {result.stderr}"
+    return result.stdout
 
 
 @pytest.mark.slow
 def test_every_stage_ran_and_wrote_its_metrics(demo_run):
-    for name in MODEL_STAGES:
-        scores = json.loads((demo_run / "metrics" / f"{name}.json").read_text())
-        assert scores["n"] == 6 and 0 <= scores["bleu1"] <= 100
+    scores = {name: json.loads((demo_run / "metrics" / f"{name}.json").read_text()) for name in MODEL_STAGES}
+    for name, got in scores.items():
+        assert got["n"] == 6 and {"bleu1", "bleu4", "rouge1", "rougeL", "dist1", "dist2", "cider"} <= set(got), name
+    # Both branches start from the same embedded model here: their base evaluations must agree exactly.
+    assert scores["synth_base"] == scores["efficient_base"]
     for name in ("prepare", "generate", "selection", "diversity", "data_quality", "rate", "split"):
         assert (demo_run / "metrics" / f"{name}.json").exists(), name
     config = json.loads((demo_run / "models" / "moe" / "config.json").read_text())
@@ -93,13 +106,27 @@ def test_every_stage_ran_and_wrote_its_metrics(demo_run):
 
 @pytest.mark.slow
 def test_second_repro_runs_nothing(demo_run):
-    assert stale_stages(demo_run) == set()
+    assert stale_stages(demo_run) == {"environment"}  # always_changed: it rewrites the same bytes
     out = dvc(demo_run, "repro").stdout
-    assert "Running stage" not in out
+    assert set(re.findall(r"Running stage '([^']+)'", out)) == {"environment"}
+
+
+@pytest.mark.slow
+def test_metrics_hold_results_only_and_a_rerun_changes_none(demo_run):
+    """Metrics change only when results do: no wall times in them, and forcing the data, selection,
+    split and base-model evaluation stages to run again leaves `dvc metrics diff` empty."""
+    for path in (demo_run / "metrics").glob("*.json"):
+        keys = json.dumps(json.loads(path.read_text()))
+        assert "seconds" not in keys and "_time" not in keys, path.name
+    for stage in ("prepare", "rate", "split", "quality_select", "diversity_select", "evaluate@synth_base"):
+        dvc(demo_run, "repro", "-f", "-s", stage)
+    assert dvc(demo_run, "metrics", "diff", "--json").stdout.strip() in ("", "{}")
+    assert git(demo_run, "status", "--porcelain", "--", "metrics", "dvc.lock") == ""
 
 
 def ran_stages(output: str) -> set[str]:
-    return set(re.findall(r"Running stage '([^']+)'", output))
+    """Stages `dvc repro` ran, but for the always-changed environment record."""
+    return set(re.findall(r"Running stage '([^']+)'", output)) - {"environment"}
 
 
 SYNTH_TAIL = {"diversity_select", "train_synth", "evaluate@synth", "judge_quality"}
@@ -127,3 +154,19 @@ def test_sweeps_rerun_only_the_tail(demo_run):
         print(f"{key}={value}: ran {sorted(ran)}")
         must_run = {first} if first else tail
         assert must_run <= ran <= must_run | tail, (key, sorted(ran))
+        if key == "quality.threshold":  # a real cut, end to end: exactly the lowest-scored sample goes
+            selection = json.loads((demo_run / "metrics/selection.json").read_text())
+            assert selection["n_kept"] == selection["n_scored"] - 1 == len(similarities) - 1
+            assert json.loads((demo_run / "metrics/diversity.json").read_text())["n_in"] == selection["n_kept"]
+
+
+@pytest.mark.slow
+def test_editing_a_library_module_reruns_exactly_its_stages(demo_run):
+    """The deps that cannot drift, end to end: an edit to split.py (the split rule) makes `split` stale
+    and nothing else; an edit to kcenter.py makes diversity_select stale and not embed."""
+    for module, expected in (("split.py", {"split"}), ("kcenter.py", {"diversity_select"})):
+        path = demo_run / "src" / "empathy_pipeline" / module
+        path.write_text(path.read_text() + "\n# an edit\n")
+        assert stale_stages(demo_run) - {"environment"} == expected, module
+        ran = ran_stages(dvc(demo_run, "repro").stdout)
+        assert expected <= ran, (module, sorted(ran))

@@ -4,16 +4,15 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import polars as pl
 import pytest
 import yaml
+from dvc_spec import stage_argv
 
 from empathy_pipeline import ed
 
-ROOT = Path(__file__).resolve().parents[1]
 HEADER = "conv_id,utterance_idx,context,prompt,speaker_idx,utterance,selfeval,tags"
 
 
@@ -33,7 +32,7 @@ def run_prepare(tmp_path: Path, source: Path, **overrides) -> subprocess.Complet
     p = {"source": str(source), "format": "ed_csv", "splits": ["test"], "preprocess": "none",
          "max_conversations": {}, "max_bad_fraction": 0.5, **overrides}
     (tmp_path / "params.yaml").write_text(yaml.safe_dump({"prepare": p}))
-    return subprocess.run([sys.executable, str(ROOT / "stages" / "prepare.py")], cwd=tmp_path,
+    return subprocess.run(stage_argv("prepare", source=source), cwd=tmp_path,
                           capture_output=True, text=True)
 
 
@@ -77,7 +76,7 @@ def test_bad_rows_are_reported_with_file_line_and_counted(tmp_path):
     ("missing_column", "test.csv:1: missing column(s) utterance in header"),
     ("missing_file", "test.csv: required file not found"),
     ("too_many_bad", "2 of 4 rows are bad (50.0% > prepare.max_bad_fraction 10.0%)"),
-    ("bad_source", "prepare.source: directory"),
+    ("bad_source", "prepare.source: '{src}' is not allowed (no such directory"),
 ])
 def test_fatal_input_fails_with_one_line(tmp_path, case, expected):
     src = tmp_path / "ed"
@@ -95,7 +94,7 @@ def test_fatal_input_fails_with_one_line(tmp_path, case, expected):
     assert result.returncode == 1
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
-    assert lines[0].startswith("error: prepare: ") and expected in lines[0]
+    assert lines[0].startswith("error: prepare: ") and expected.format(src=src) in lines[0]
 
 
 def test_caps_and_deterministic_order(tmp_path):

@@ -6,12 +6,14 @@ import json
 
 import polars as pl
 import pytest
+from killing import KillAfterShards, Killed
 
 from empathy_pipeline.ed import SAMPLES_SCHEMA, read_ed_csv, read_paper_json
 from empathy_pipeline.errors import PipelineError
 from empathy_pipeline.llm import Sampling, load_backend
 from empathy_pipeline.prompts import RATING_FORM_PREFIX, RatingScores, parse_rating, rating_chat
-from empathy_pipeline.rating import import_ratings, rate_samples, split_by_threshold
+from empathy_pipeline.rating import import_ratings, rate_samples
+from empathy_pipeline.split import split_by_threshold
 
 # ---- parser ----------------------------------------------------------------------------------------
 
@@ -131,34 +133,26 @@ def ed_samples(ed_dir):
     return samples.head(6)
 
 
-class Killed(Exception):
-    pass
-
-
 @pytest.mark.slow
-def test_killed_rating_resumes_to_the_uninterrupted_result(judge, ed_samples, tmp_path):
+def test_rating_shards_of_other_settings_are_not_reused(judge, ed_samples, tmp_path):
+    """A kill after the first shard, then a rerun with another model: the finished shard is discarded.
+    (The kill-and-resume of the rate stage itself is in tests/test_resume.py.)"""
     settings = dict(retries=1, shard_size=2, sampling=Sampling(max_new_tokens=12), prefill=RATING_FORM_PREFIX,
-                    config={"model": "smollm2"}, show_progress=False)
-    full, full_counts = rate_samples(judge, ed_samples, shard_dir=tmp_path / "full", **settings)
-    assert full.height == 6 and full_counts["shards"] == 3 and full_counts["shards_resumed"] == 0
+                    show_progress=False)
+    full, full_counts = rate_samples(judge, ed_samples, shard_dir=tmp_path / "full", settings={"model": "smollm2"},
+                                     **settings)
+    assert full.height == 6 and full_counts["shards"] == 3
     assert full_counts["parsed"] == 6  # the prefilled form makes SmolLM2 write both numbers
     assert all(reply.startswith(RATING_FORM_PREFIX) for reply in full["raw_reply"])
 
-    def kill_after_first_shard(index):
-        raise Killed(index)
-
+    run = tmp_path / "run"
     with pytest.raises(Killed):
-        rate_samples(judge, ed_samples, shard_dir=tmp_path / "run", on_shard=kill_after_first_shard, **settings)
-    written = []
-    resumed, counts = rate_samples(judge, ed_samples, shard_dir=tmp_path / "run", on_shard=written.append, **settings)
-    assert written == [1, 2] and counts["shards_resumed"] == 1  # shard 0 came from disk, not the judge
-    assert resumed.equals(full) and counts == {**full_counts, "shards_resumed": 1}
-
-    # Other settings: the old shards are not reused.
+        rate_samples(KillAfterShards(judge, run), ed_samples, shard_dir=run, settings={"model": "smollm2"}, **settings)
+    resumed, counts = rate_samples(judge, ed_samples, shard_dir=run, settings={"model": "smollm2"}, **settings)
+    assert counts == full_counts and resumed.equals(full)
     with pytest.raises(Killed):
-        rate_samples(judge, ed_samples, shard_dir=tmp_path / "run", on_shard=kill_after_first_shard,
-                     **{**settings, "config": {"model": "another"}})
-    assert sorted(p.name for p in (tmp_path / "run").glob("shard-*.parquet")) == ["shard-00000.parquet"]
+        rate_samples(KillAfterShards(judge, run), ed_samples, shard_dir=run, settings={"model": "another"}, **settings)
+    assert sorted(p.name for p in run.glob("shard-*.parquet")) == ["shard-00000.parquet"]
 
 
 @pytest.mark.slow

@@ -4,25 +4,18 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import polars as pl
 import pytest
+from dvc_spec import stage_argv
 
-from empathy_pipeline import selection
+from empathy_pipeline import embeddings, kcenter
+from empathy_pipeline.embeddings import scoring_table
 from empathy_pipeline.errors import PipelineError
-from empathy_pipeline.selection import (
-    diversity_k,
-    embedding_rows,
-    k_center_greedy,
-    quality_select,
-    quality_table,
-    scoring_table,
-)
+from empathy_pipeline.kcenter import diversity_k, embedding_rows, k_center_greedy
+from empathy_pipeline.selection import quality_select, quality_table
 
-ROOT = Path(__file__).resolve().parents[1]
 # Small blocks and pools force every path: syncs, pool exhaustion and pool widening.
 SETTINGS = [{}, {"block_size": 4, "pool_size": 8}, {"block_size": 2, "pool_size": 3}]
 
@@ -93,8 +86,8 @@ def test_kcenter_near_ties_are_resolved_exactly(monkeypatch):
     """Far from the origin, ||x||^2 - 2x.c + ||c||^2 loses the small distances to rounding: many
     candidates fall inside the error margin and must be settled by the exact direct distance."""
     resolved = []
-    exact_argmax = selection._KCenter.exact_argmax
-    monkeypatch.setattr(selection._KCenter, "exact_argmax",
+    exact_argmax = kcenter._KCenter.exact_argmax
+    monkeypatch.setattr(kcenter._KCenter, "exact_argmax",
                         lambda self, idx: resolved.append(len(idx)) or exact_argmax(self, idx))
     rng = np.random.default_rng(4)
     offsets = rng.integers(0, 5, (250, 4)) * 1e-3 + rng.integers(0, 2, (250, 4)) * 2.0 ** -14
@@ -214,14 +207,14 @@ def test_diversity_k():
 
 @pytest.fixture(scope="module")
 def minilm():
-    return selection.load_embedder("all-minilm-l6-v2", device="cpu")
+    return embeddings.load_embedder("all-minilm-l6-v2", device="cpu")
 
 
 @pytest.mark.slow
 def test_similarity_of_identical_texts_is_100(minilm):
     a = ["I am so sorry to hear about your dog.", "That sounds exciting, congratulations!"]
     b = ["I am so sorry to hear about your dog.", "The train leaves at nine from platform two."]
-    s = selection.similarity_scores(minilm, a, b, batch_size=2, show_progress=False)
+    s = embeddings.similarity_scores(minilm, a, b, batch_size=2, show_progress=False)
     assert s[0] == pytest.approx(100.0, abs=1e-3)
     assert s[1] < 50
 
@@ -231,7 +224,7 @@ def test_similarity_of_identical_texts_is_100(minilm):
 def test_embed_to_npy_streams_unit_rows(minilm, tmp_path, dtype):
     texts = [f"sentence number {i} about feelings" for i in range(37)]
     out = tmp_path / "e.npy"
-    selection.embed_to_npy(minilm, texts, out, batch_size=4, dtype=dtype, show_progress=False)
+    embeddings.embed_to_npy(minilm, texts, out, batch_size=4, dtype=dtype, show_progress=False)
     e = np.load(out)
     assert e.shape == (37, 384) and e.dtype == np.dtype(dtype)
     np.testing.assert_allclose(np.linalg.norm(e.astype(np.float64), axis=1), 1.0, atol=2e-3)
@@ -258,10 +251,10 @@ def test_stages_embed_quality_diversity(tmp_path):
     generated.write_parquet(tmp_path / "data/synth/generated.parquet")
     discriminated.write_parquet(tmp_path / "data/synth/discriminated.parquet")
     (tmp_path / "params.yaml").write_text(
-        "models: {embedding: all-minilm-l6-v2}\nembed: {batch_size: 8, dtype: float16}\n"
+        "models: {base: smollm2-135m-instruct, embedding: all-minilm-l6-v2}\nembed: {batch_size: 8, dtype: float16}\n"
         "quality: {threshold: 60}\ndiversity: {k: null, ratio: 0.5, seed: 3, device: cpu}\n")
     for name in ("embed", "quality_select", "diversity_select"):
-        done = subprocess.run([sys.executable, str(ROOT / "stages" / f"{name}.py")], cwd=tmp_path,
+        done = subprocess.run(stage_argv(name), cwd=tmp_path,
                               capture_output=True, text=True, timeout=300)
         assert done.returncode == 0, done.stderr
 
@@ -285,3 +278,16 @@ def test_stages_embed_quality_diversity(tmp_path):
     expected, _ = plain_k_center(embeddings[quality["embedding_row"].to_numpy()], k, first)
     assert diverse["sample_id"].to_list() == quality["sample_id"].gather(expected).to_list()
     assert div_metrics["coverage_radius_max"] >= div_metrics["coverage_radius_min"] > 0
+
+
+@pytest.mark.slow
+def test_embedding_prompt_reaches_the_encoder(minilm):
+    """models.embedding_prompt: a literal prefix is prepended to every text the stage encodes (a
+    prompt name such as gte-Qwen2's "query" goes through the model's own prompts the same way)."""
+    prompted = embeddings.load_embedder("all-minilm-l6-v2", device="cpu", prompt="query: ")
+    texts = ["i lost my job today .", "that sounds really hard ."]
+    got = embeddings.similarity_scores(prompted, texts[:1], texts[1:], show_progress=False)[0]
+    by_hand = minilm.encode(["query: " + t for t in texts], normalize_embeddings=True)
+    assert got == pytest.approx(100 * float(by_hand[0] @ by_hand[1]), abs=1e-4)
+    plain = embeddings.similarity_scores(minilm, texts[:1], texts[1:], show_progress=False)[0]
+    assert abs(got - plain) > 0.1  # the prompt changed what was encoded

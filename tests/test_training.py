@@ -6,12 +6,12 @@ import csv
 import math
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import polars as pl
 import pytest
 import torch
+from dvc_spec import stage_argv
 from transformers import TrainerCallback
 
 from empathy_pipeline import prompts
@@ -194,25 +194,22 @@ def test_checkpoints_of_a_different_run_are_discarded(tmp_path):
     assert not (work / "checkpoint-5").exists()
 
 
-def run_stage(cwd: Path, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(ROOT / "stages" / "train.py"), *args], cwd=cwd,
-                          capture_output=True, text=True, timeout=120)
+def run_stage(cwd: Path, stage: str, **overrides: str) -> subprocess.CompletedProcess:
+    return subprocess.run(stage_argv(stage, **overrides), cwd=cwd, capture_output=True, text=True, timeout=120)
 
 
-def test_stage_rejects_an_unknown_run_in_one_line(tmp_path):
+def test_stage_rejects_an_unknown_params_section_in_one_line(tmp_path):
     shutil.copy(ROOT / "params.yaml", tmp_path / "params.yaml")
-    proc = run_stage(tmp_path, "teacher")
+    proc = run_stage(tmp_path, "train_expert@rationality", section="teacher")
     assert proc.returncode == 1
-    assert proc.stderr.strip().splitlines() == [
-        "error: train: expected one run name (discriminator, synth, expert_sensibility, expert_rationality), "
-        "got teacher"]
+    assert proc.stderr.strip().splitlines() == ["error: train: params.yaml: no section 'teacher'"]
 
 
 def test_stage_rejects_an_empty_training_set_in_one_line(tmp_path):
     shutil.copy(ROOT / "params.yaml", tmp_path / "params.yaml")
     (tmp_path / "data" / "split").mkdir(parents=True)
     samples_frame([]).write_parquet(tmp_path / "data" / "split" / "rationality.parquet")
-    proc = run_stage(tmp_path, "expert_rationality")
+    proc = run_stage(tmp_path, "train_expert@rationality")
     assert proc.returncode == 1
     assert proc.stderr.strip().splitlines() == [
-        "error: train: data/split/rationality.parquet: no training samples for run 'expert_rationality'"]
+        "error: train: data/split/rationality.parquet: no training samples"]

@@ -8,36 +8,55 @@ criterion, and stays out of the means.
 
 from __future__ import annotations
 
-import numpy as np
+from pathlib import Path
+
 import polars as pl
 
 from . import prompts
+from .errors import PipelineError
 from .llm.base import ChatBackend, Sampling
+from .llm_table import fingerprint, run_sharded
 
 CRITERIA = tuple(prompts.JUDGE_CRITERIA)
 SCORES = (1, 2, 3)
 
 
-def sample_rows(df: pl.DataFrame, size: int | None, seed: int) -> pl.DataFrame:
-    """`size` rows drawn with `seed` (all rows when size is None or larger), in file order."""
-    if size is None or size >= df.height:
-        return df
-    return df[np.sort(np.random.default_rng(seed).choice(df.height, size=int(size), replace=False))]
+JUDGED_SCHEMA = {"sample_id": pl.String,
+                 **{f"{c}_reply": pl.String for c in CRITERIA}}
 
 
-def judge(samples: pl.DataFrame, backend: ChatBackend, max_new_tokens: int, seed: int = 0) -> pl.DataFrame:
-    """One row per sample: sample_id, <criterion> (Int8, null when unparseable), <criterion>_reply."""
-    chats = [prompts.judge_chat(criterion, context, response)
-             for criterion in CRITERIA
-             for context, response in samples.select("context", "response").iter_rows()]
-    replies = backend.generate(chats, Sampling(max_new_tokens=max_new_tokens, temperature=0.0, seed=seed)) if chats else []
-    n = samples.height
-    columns: dict[str, pl.Series] = {"sample_id": samples["sample_id"]}
-    for k, criterion in enumerate(CRITERIA):
-        chunk = replies[k * n:(k + 1) * n]
-        columns[criterion] = pl.Series(criterion, [prompts.parse_judge_score(r, criterion) for r in chunk], dtype=pl.Int8)
-        columns[f"{criterion}_reply"] = pl.Series(f"{criterion}_reply", chunk, dtype=pl.String)
-    return pl.DataFrame(columns)
+def before_and_after(generated: pl.DataFrame, selected: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """The generated samples before selection, and the selected ones with their generated text
+    (the selected table may carry only ids)."""
+    ids = selected.select("sample_id")
+    after = generated.join(ids, on="sample_id", how="semi", maintain_order="left")
+    if after.height != ids.height:
+        raise PipelineError(f"selection: {ids.height - after.height} sample_id(s) not among the generated samples "
+                            "(rerun the selection stages)")
+    return generated, after
+
+
+def judge(samples: pl.DataFrame, backend: ChatBackend, max_new_tokens: int, *, shard_dir: str | Path,
+          shard_size: int, settings: dict, seed: int = 0, show_progress: bool = True) -> tuple[pl.DataFrame, dict]:
+    """One row per sample: sample_id, <criterion> (Int8, null when unparseable), <criterion>_reply;
+    and the shard counts. Resumable through llm_table.run_sharded."""
+    sampling = Sampling(max_new_tokens=max_new_tokens, temperature=0.0, seed=seed)
+    fp = fingerprint({"settings": settings, "sampling": sampling, "prompt": prompts.JUDGE_PROMPT,
+                      "criteria": prompts.JUDGE_CRITERIA}, samples, ("sample_id", "context", "response"))
+
+    def work(part: pl.DataFrame, _: int) -> pl.DataFrame:
+        pairs = part.select("context", "response").rows()
+        columns = {"sample_id": part["sample_id"]}
+        for criterion in CRITERIA:
+            chats = [prompts.judge_chat(criterion, context, response) for context, response in pairs]
+            columns[f"{criterion}_reply"] = backend.generate(chats, sampling)
+        return pl.DataFrame(columns, schema=JUDGED_SCHEMA)
+
+    replies, counts = run_sharded(samples, work, shard_dir=shard_dir, shard_size=shard_size, fingerprint=fp,
+                                  schema=JUDGED_SCHEMA, what="judge_quality", show_progress=show_progress)
+    scores = [pl.Series(c, [prompts.parse_judge_score(r, c) for r in replies[f"{c}_reply"].to_list()], dtype=pl.Int8)
+              for c in CRITERIA]
+    return replies.with_columns(scores), counts
 
 
 def summarize(judged: pl.DataFrame, prefix: str) -> dict[str, float | int]:

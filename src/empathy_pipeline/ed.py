@@ -23,7 +23,6 @@ from .io import read_json_list
 
 __all__ = ["PipelineError", "paper_normalize", "expand_contractions", "read_ed_csv", "read_paper_json", "read_split", "check_bad_fraction"]
 
-ED_COLUMNS = ["conv_id", "utterance_idx", "context", "prompt", "speaker_idx", "utterance", "selfeval", "tags"]
 REQUIRED_COLUMNS = ["conv_id", "utterance_idx", "context", "prompt", "utterance"]
 SPLITS = ("train", "valid", "test")
 PAPER_JSON_FILES = {"train": "train_results.json", "valid": "val_results.json", "test": "test_results.json"}
@@ -187,8 +186,12 @@ def read_paper_json(path: Path, split: str, max_conversations: int | None = None
         if not isinstance(item, dict) or "context" not in item or "response" not in item:
             report.skip(None, "missing_field", f"{where}: needs 'context' and 'response'")
             continue
-        context = [t for t in str(item["context"]).split(PAPER_TURN_SEPARATOR)]
-        response = str(item["response"])
+        if not all(isinstance(item.get(k), str) for k in ("context", "response")) or \
+                not isinstance(item.get("evaluation", ""), str | None):
+            report.skip(None, "not_text", f"{where}: 'context', 'response' and 'evaluation' must be strings")
+            continue
+        context = item["context"].split(PAPER_TURN_SEPARATOR)
+        response = item["response"]
         if not response.strip() or not any(t.strip() for t in context):
             report.skip(None, "empty_utterance", f"{where}: empty context or response")
             continue

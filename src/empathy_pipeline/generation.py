@@ -6,21 +6,17 @@ Each seed (one ED train sample) is sent `completions_per_seed` times with the pa
 prompt (prompts.generation_chat); each reply is parsed into rounds (prompts.parse_rounds) and turned
 into one training sample (build_samples). Unusable replies go to the rejects table with a reason.
 
-Generation is the expensive step, so it runs in shards of `shard_size` seeds. Each finished shard
-(the raw replies only) is written atomically to the shard directory beside a fingerprint of
-everything that decides its content; a rerun after a crash skips the shards already there, and
-because every shard draws from its own seed (not from one global random stream) the final files are
-byte-identical to those of an uninterrupted run. Parsing and sample building run after the last
-shard, over all replies, so they can change without regenerating anything.
+Generation is the expensive step, so it runs through llm_table.run_sharded in shards of
+`shard_size` seeds (the raw replies only): a rerun after a crash skips the shards already done, and
+because every shard draws from its own seed the final files are byte-identical to those of an
+uninterrupted run. Parsing and sample building run after the last shard, over all replies, so they
+can change without regenerating anything.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
-import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -29,9 +25,9 @@ import polars as pl
 from . import prompts
 from .ed import SAMPLES_SCHEMA
 from .errors import PipelineError
-from .io import write_parquet
+from .io import sample_rows
 from .llm.base import ChatBackend, Sampling
-from .shards import prepare_shard_dir, read_shard, shard_path
+from .llm_table import fingerprint, run_sharded, shard_seed
 
 SYNTH_SCHEMA = {
     **SAMPLES_SCHEMA,
@@ -41,7 +37,7 @@ SYNTH_SCHEMA = {
     "prompt_variant": pl.Int32,
 }
 REJECTS_SCHEMA = {"seed_sample_id": pl.String, "raw_text": pl.String, "reason": pl.String}
-COMPLETIONS_SCHEMA = {"seed_sample_id": pl.String, "completion": pl.Int32, "raw_text": pl.String}
+COMPLETIONS_SCHEMA = {"sample_id": pl.String, "completion": pl.Int32, "raw_text": pl.String}  # sample_id of the seed
 REJECT_REASONS = (
     prompts.REJECT_EMPTY, prompts.REJECT_NO_ROUNDS, prompts.REJECT_MISSING_CONTEXT,
     prompts.REJECT_MISSING_RESPONSE, prompts.REJECT_MALFORMED_ROUND, prompts.REJECT_RESPONSE_TOO_LONG,
@@ -52,129 +48,54 @@ MAX_CONTEXT_ROUNDS = 3
 
 # ---- seeds --------------------------------------------------------------------------------------
 
-def select_seeds(train: pl.DataFrame, seeds: int | float, seed: int) -> pl.DataFrame:
-    """`seeds` ED train samples (an int count, or a float fraction in (0, 1]), drawn with `seed`, in file order."""
-    if isinstance(seeds, bool) or not isinstance(seeds, (int, float)) or seeds <= 0:
-        raise PipelineError(f"generate.seeds: {seeds!r} is not a positive count or a fraction in (0, 1]")
-    if isinstance(seeds, float) and seeds <= 1:
-        n = max(1, round(seeds * train.height))
-    elif float(seeds).is_integer():
-        n = int(seeds)
-    else:
-        raise PipelineError(f"generate.seeds: {seeds!r} is neither a whole count nor a fraction in (0, 1]")
+def select_seeds(train: pl.DataFrame, num_seeds: int | float, seed: int) -> pl.DataFrame:
+    """`num_seeds` ED train samples (an int count, or a float fraction in (0, 1]), drawn with `seed`, in file order."""
+    n = max(1, round(num_seeds * train.height)) if isinstance(num_seeds, float) else int(num_seeds)
     if n > train.height:
-        raise PipelineError(f"generate.seeds: {n} seeds asked for, but the train split has {train.height} samples")
-    picked = np.sort(np.random.default_rng(seed).choice(train.height, size=n, replace=False))
-    return train[picked]
-
-
-# ---- fingerprint: what decides the content of a shard ------------------------------------------
-
-def model_fingerprint(model: str) -> str:
-    """A local model directory by its files (name, size, first and last MiB); anything else by its name.
-
-    Cheap even for 15 GB checkpoints, and it changes when the weights are replaced.
-    """
-    path = Path(model)
-    if not path.is_dir():
-        return f"name:{model}"
-    digest = hashlib.sha256()
-    for file in sorted(p for p in path.rglob("*") if p.is_file()):
-        size = file.stat().st_size
-        digest.update(f"{file.relative_to(path)}:{size}".encode())
-        with file.open("rb") as fh:
-            digest.update(fh.read(1 << 20))
-            if size > 2 << 20:
-                fh.seek(-(1 << 20), 2)
-                digest.update(fh.read())
-    return f"dir:{digest.hexdigest()}"
-
-
-def config_fingerprint(settings: dict, seeds: pl.DataFrame) -> str:
-    """sha256 of the generation settings (params, model) and of the seed samples' content."""
-    digest = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode())
-    for row in seeds.select("sample_id", "emotion", "context", "response").iter_rows():
-        digest.update(json.dumps(row).encode())
-    return digest.hexdigest()
+        raise PipelineError(f"generate.num_seeds: {n} seeds asked for, but the train split has {train.height} samples")
+    return sample_rows(train, n, seed)
 
 
 # ---- sharded, resumable generation ----------------------------------------------------------------
 
-def _log(line: str) -> None:
-    print(line, flush=True)  # flushed: DVC and CI pipe stdout, and a progress line must not wait in a buffer
-
-
-def shard_seed(seed: int, shard_index: int) -> int:
-    """Independent sampling seed of one shard: the same whether or not earlier shards ran in this process."""
-    return int(np.random.SeedSequence([seed, shard_index]).generate_state(1)[0])
-
-
 def generate_completions(
     seeds: pl.DataFrame,
-    shard_dir: str | Path,
-    make_backend: Callable[[], ChatBackend],
+    backend: ChatBackend,
     *,
+    shard_dir: str | Path,
     prompt_variant: int,
     completions_per_seed: int,
     sampling: Sampling,
     max_response_words: int,
     shard_size: int,
-    fingerprint: str,
-    log: Callable[[str], None] = _log,
-) -> pl.DataFrame:
-    """Raw replies (seed_sample_id, completion, raw_text), `completions_per_seed` per seed, in seed order.
+    settings: dict,
+    show_progress: bool = True,
+) -> tuple[pl.DataFrame, dict]:
+    """Raw replies (sample_id of the seed, completion, raw_text), `completions_per_seed` per seed, in
+    seed order; and the shard counts. `settings` is whatever else decides the replies (params, model).
 
-    Shards already on disk with the same fingerprint are reused; the model is loaded only when a
-    shard is missing (`make_backend` is called at most once).
+    Every shard samples with its own seed (llm_table.shard_seed), so a resumed run draws exactly
+    what an uninterrupted one would.
     """
-    if shard_size < 1 or completions_per_seed < 1:
-        raise PipelineError("generate.shard_size and generate.completions_per_seed must be >= 1")
-    shard_dir = Path(shard_dir)
-    prepare_shard_dir(shard_dir, fingerprint, log, "generate")
-    n_shards = (seeds.height + shard_size - 1) // shard_size
-    backend: ChatBackend | None = None
-    shards: list[pl.DataFrame] = []
-    done_before = 0
-    for index in range(n_shards):
-        part = seeds.slice(index * shard_size, shard_size)
-        ids = [sid for sid in part["sample_id"].to_list() for _ in range(completions_per_seed)]
-        path = shard_path(shard_dir, index)
-        shard = read_shard(path, list(COMPLETIONS_SCHEMA), "seed_sample_id", ids)
-        if shard is None and path.exists():
-            log(f"generate: {path} is unreadable or holds other seeds; generating it again")
-        if shard is not None:
-            done_before += 1
-            shards.append(shard)
-            continue
-        if backend is None:
-            if done_before:
-                log(f"generate: resuming after {done_before}/{n_shards} finished shards")
-            backend = make_backend()
-        started = time.time()
-        chats = [
-            prompts.generation_chat(row["context"], row["response"], row["emotion"], prompt_variant,
-                                    max_words=max_response_words)
-            for row in part.iter_rows(named=True)
-            for _ in range(completions_per_seed)
-        ]
+    # The rendered prompt is part of what decides a shard's content: editing it regenerates.
+    prompt = prompts.generation_chat(["{context}"], "{response}", "{emotion}", prompt_variant,
+                                     max_words=max_response_words)
+    fp = fingerprint({"settings": settings, "prompt": prompt, "sampling": sampling,
+                      "completions_per_seed": completions_per_seed}, seeds,
+                     ("sample_id", "emotion", "context", "response"))
+
+    def work(part: pl.DataFrame, index: int) -> pl.DataFrame:
+        rows = [row for row in part.iter_rows(named=True) for _ in range(completions_per_seed)]
+        chats = [prompts.generation_chat(row["context"], row["response"], row["emotion"], prompt_variant,
+                                         max_words=max_response_words) for row in rows]
         shard_sampling = Sampling(sampling.max_new_tokens, sampling.temperature, sampling.top_p,
                                   shard_seed(sampling.seed, index))
-        replies = backend.generate(chats, shard_sampling)
-        if len(replies) != len(chats):
-            raise PipelineError(f"generate: backend returned {len(replies)} replies for {len(chats)} prompts")
-        shard = pl.DataFrame(
-            {"seed_sample_id": ids, "completion": [k % completions_per_seed for k in range(len(ids))],
-             "raw_text": replies},
-            schema=COMPLETIONS_SCHEMA,
-        )
-        write_parquet(shard, path)
-        shards.append(shard)
-        log(f"generate: shard {index + 1}/{n_shards} written ({part.height} seeds, {time.time() - started:.0f} s)")
-    if backend is None and n_shards:
-        log(f"generate: all {n_shards} shards already done")
-    if not shards:
-        return pl.DataFrame(schema=COMPLETIONS_SCHEMA)
-    return pl.concat(shards)
+        return pl.DataFrame({"sample_id": [row["sample_id"] for row in rows],
+                             "completion": [k % completions_per_seed for k in range(len(rows))],
+                             "raw_text": backend.generate(chats, shard_sampling)}, schema=COMPLETIONS_SCHEMA)
+
+    return run_sharded(seeds, work, shard_dir=shard_dir, shard_size=shard_size, fingerprint=fp,
+                       schema=COMPLETIONS_SCHEMA, what="generate", show_progress=show_progress)
 
 
 # ---- from replies to samples --------------------------------------------------------------------

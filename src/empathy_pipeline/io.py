@@ -15,6 +15,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import polars as pl
 
 from .errors import PipelineError
@@ -55,6 +56,17 @@ def read_parquet(path: str | os.PathLike) -> pl.DataFrame:
     if not p.exists():
         raise PipelineError(f"{p}: file not found")
     return pl.read_parquet(p)
+
+
+def sample_rows(df: pl.DataFrame, size: int | None, seed: int) -> pl.DataFrame:
+    """`size` rows drawn without replacement with `seed`, in file order (all rows when size is None or larger).
+
+    The one sampling rule of the pipeline: generation seeds, rated samples, judged samples and
+    training subsets all draw through here.
+    """
+    if size is None or size >= df.height:
+        return df
+    return df[np.sort(np.random.default_rng(seed).choice(df.height, size=int(size), replace=False))]
 
 
 def read_json_list(path: str | os.PathLike, missing: str, expected: str) -> list:

@@ -115,6 +115,11 @@ def _run(argv: list[str], cwd: Path, what: str) -> str:
     return proc.stdout
 
 
+def run_dvc(repo: Path, *args: str) -> str:
+    """stdout of `dvc ARGS` in repo; a failure is a one-line PipelineError."""
+    return _run([*_dvc_command(), *args], repo, f"dvc {' '.join(args)}")
+
+
 def dvc_status(repo: Path) -> dict[str, list]:
     """`dvc status --json` in repo, parsed: {stage: [{"changed deps": {...}}, "changed command", ...]}."""
     out = _run([*_dvc_command(), "status", "--json"], repo, "dvc status --json")

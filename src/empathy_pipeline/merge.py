@@ -8,7 +8,7 @@ btx_merge builds the paper's empathetic MoE as a plain transformers Mixtral chec
 - every other weight (attention, norms, embeddings, lm_head) is the average of the experts (Eq. 8).
 An expert is the base model with its LoRA adapter merged in (peft merge_and_unload).
 
-train_router then trains only the routers on the entire training set, all else frozen (§5.1.3).
+training.train_router then trains only the routers on the entire training set, all else frozen (§5.1.3).
 The result loads with AutoModelForCausalLM.from_pretrained, no custom code.
 """
 
@@ -17,19 +17,18 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-import polars as pl
 import torch
 
 from .errors import PipelineError
 from .io import atomic_path
 from .models import torch_dtype
+from .training import ROUTER_SUFFIX
 
 # Dense architectures whose layers Mixtral reproduces exactly (same attention, RMSNorm, gated FFN).
 SUPPORTED_MODEL_TYPES = ("llama", "mistral")
 # Config fields of those architectures that Mixtral has no equivalent for: field -> allowed value.
 INEXPRESSIBLE_FIELDS = {"attention_bias": False, "mlp_bias": False}
 FFN_PROJECTIONS = ("gate_proj", "up_proj", "down_proj")
-ROUTER_SUFFIX = "mlp.gate.weight"  # where transformers 5 keeps each layer's Mixtral router
 NUM_EXPERTS = 2  # expert 0 = sensibility, expert 1 = rationality
 
 
@@ -178,62 +177,3 @@ def btx_merge(base_dir: str | Path, expert_s_dir: str | Path, expert_r_dir: str 
         "dtype": dtype,
         "seconds": round(time.time() - started, 1),
     }
-
-
-# ---- router training --------------------------------------------------------------------------------
-
-def freeze_all_but_routers(model) -> int:
-    """requires_grad only on the per-layer routers; returns how many router tensors train.
-
-    Matches the router by its full name ("…mlp.gate.weight"), not by "gate" anywhere in the name,
-    which would also train the experts' gate projections (the authors' freeze rule did).
-    """
-    n = 0
-    for name, param in model.named_parameters():
-        param.requires_grad_(name.endswith(ROUTER_SUFFIX))
-        n += param.requires_grad
-    if n != model.config.num_hidden_layers:
-        raise PipelineError(f"expected one router per layer ({model.config.num_hidden_layers}), found {n}: "
-                            "is this a Mixtral checkpoint from btx_merge?")
-    return n
-
-
-def train_router(moe_dir: str | Path, samples: pl.DataFrame, train_cfg: dict, out_dir: str | Path,
-                 loss_csv: str | Path) -> dict:
-    """Fine-tune only the routers of the MoE at moe_dir on samples (NLL of the response, Eq. 10).
-
-    Saves the whole MoE to out_dir in the merged checkpoint's dtype, so every tensor but the routers
-    is bit-identical to moe_dir. Returns a report for the stage log.
-    """
-    from transformers import AutoConfig, AutoModelForCausalLM, TrainerCallback, set_seed
-
-    from .training import checkpoint_dir, load_examples, run_trainer, training_arguments
-
-    started = time.time()
-    tokenizer, examples, n_skipped = load_examples(moe_dir, samples, int(train_cfg["max_length"]), out_dir)
-
-    # The dtype the merged checkpoint is stored in (loading below overwrites config.dtype).
-    stored_dtype = torch_dtype(str(AutoConfig.from_pretrained(str(moe_dir)).dtype or "float32").removeprefix("torch."))
-    args = training_arguments(train_cfg, checkpoint_dir(out_dir))  # before loading: DeepSpeed ZeRO-3
-    set_seed(int(train_cfg["seed"]))
-    dtype = torch.bfloat16 if torch.cuda.is_available() and train_cfg["bf16"] else torch.float32
-    try:
-        model = AutoModelForCausalLM.from_pretrained(str(moe_dir), dtype=dtype)
-    except OSError as exc:
-        raise PipelineError(f"cannot load model from {moe_dir}: {str(exc).splitlines()[0]}") from None
-    n_routers = freeze_all_but_routers(model)
-
-    class SaveInStoredDtype(TrainerCallback):
-        # CPU trains in float32; casting back before the save keeps models/moe the size of the
-        # merged checkpoint and leaves every frozen tensor exactly as it was.
-        def on_train_end(self, args, state, control, model=None, **kwargs):
-            if model is not None:
-                model.to(stored_dtype)
-
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    print(f"router training: {n_routers} routers, {trainable:,} trainable parameters; "
-          f"{len(examples)} examples, {n_skipped} skipped")
-    run = run_trainer(model, tokenizer, examples, train_cfg, out_dir, loss_csv, args=args,
-                      callbacks=[SaveInStoredDtype()])
-    return {"n_examples": len(examples), "n_skipped": n_skipped, "routers": n_routers,
-            "trainable_parameters": trainable, **run, "seconds": round(time.time() - started, 1)}

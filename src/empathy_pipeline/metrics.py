@@ -28,9 +28,9 @@ from pathlib import Path
 
 import polars as pl
 
+from .embeddings import EMBEDDED_EMBEDDING_MODEL, embedding_model_path
 from .errors import PipelineError
 from .io import read_predictions
-from .models import EMBEDDED_EMBEDDING_MODEL, embedding_model_path
 from .tokens import tokenize_words
 
 BLEU_ORDERS = 4
@@ -119,27 +119,50 @@ def cider(predictions: Sequence[str], references: Sequence[str]) -> dict[str, fl
 
 
 def bertscore_prf(predictions: Sequence[str], references: Sequence[str], model: str | None = None,
-                  num_layers: int | None = None, batch_size: int = 64) -> dict[str, float]:
-    """BERTScore P/R/F1 (bert-score package, raw, no baseline rescaling) averaged over samples.
+                  num_layers: int | None = None, batch_size: int = 64, rescale: bool = False,
+                  baseline: str | os.PathLike | None = None) -> dict[str, float]:
+    """BERTScore P/R/F1 (bert-score package) averaged over samples, raw or baseline-rescaled.
 
     `model` is an embedding model name (default: the embedded MiniLM) or a local HF directory;
-    `num_layers` picks the layer whose embeddings are compared (default: the last one).
+    `num_layers` picks the layer whose embeddings are compared (default: the last one). With
+    `rescale`, each score becomes (raw - b) / (1 - b) with b from `baseline` (a LAYER,P,R,F tsv) or
+    the file bert-score ships for the model (`bertscore_baseline_file`), as the papers report it.
     """
     _check_pairs(predictions, references)
-    scorer = _bert_scorer(model or EMBEDDED_EMBEDDING_MODEL, num_layers, batch_size)
+    name = model or EMBEDDED_EMBEDDING_MODEL
+    baseline_path = (Path(baseline) if baseline else bertscore_baseline_file(name)) if rescale else None
+    if baseline_path is not None and not baseline_path.is_file():
+        raise PipelineError(f"BERTScore baseline {baseline_path} not found (set evaluate.bertscore_baseline)")
+    scorer = _bert_scorer(name, num_layers, batch_size, baseline_path)
     # bert-score scores a pair with an empty side as 0, but its empty-text path calls a tokenizer
-    # method that transformers 5 removed, so such pairs get their 0 here and skip the model.
+    # method that transformers 5 removed, so such pairs get their 0 (rescaled like any score) here.
     scored = [i for i, (p, r) in enumerate(zip(predictions, references, strict=True)) if p.strip() and r.strip()]
-    totals = [0.0, 0.0, 0.0]
+    empty = [0.0, 0.0, 0.0]
+    if baseline_path is not None:
+        empty = [(0.0 - b) / (1.0 - b) for b in scorer.baseline_vals.tolist()]
+    totals = [e * (len(predictions) - len(scored)) for e in empty]
     if scored:
         prf = scorer.score([predictions[i] for i in scored], [references[i] for i in scored],
                            batch_size=batch_size)
-        totals = [t.sum().item() for t in prf]
+        totals = [t + s.sum().item() for t, s in zip(totals, prf, strict=True)]
     return {key: 100.0 * total / len(predictions)
             for key, total in zip(("bertscore_p", "bertscore_r", "bertscore_f1"), totals, strict=True)}
 
 
-def _bert_scorer(model: str, num_layers: int | None, batch_size: int):
+def bertscore_baseline_file(model: str) -> Path | None:
+    """The rescale baseline bert-score ships for `model` (by its name: roberta-large, ...), if any."""
+    import bert_score
+
+    shipped = Path(bert_score.__file__).parent / "rescale_baseline" / "en"
+    path = shipped / f"{model.rstrip('/').split('/')[-1]}.tsv"
+    if not path.is_file():
+        known = ", ".join(sorted(p.stem for p in shipped.glob("*.tsv")))
+        raise PipelineError(f"bert-score ships no rescale baseline for {model!r} (it has: {known}); "
+                            "set evaluate.bertscore_baseline or evaluate.bertscore_rescale: false")
+    return path
+
+
+def _bert_scorer(model: str, num_layers: int | None, batch_size: int, baseline: Path | None = None):
     from bert_score import BERTScorer
     from transformers import AutoConfig
 
@@ -155,7 +178,10 @@ def _bert_scorer(model: str, num_layers: int | None, batch_size: int):
     if not 1 <= layers <= depth:
         raise PipelineError(f"BERTScore num_layers={layers} is outside 1..{depth} for model {model!r}")
     try:
-        return BERTScorer(model_type=path, num_layers=layers, batch_size=batch_size)
+        if baseline is None:
+            return BERTScorer(model_type=path, num_layers=layers, batch_size=batch_size)
+        return BERTScorer(model_type=path, num_layers=layers, batch_size=batch_size, lang="en",
+                          rescale_with_baseline=True, baseline_path=str(baseline))
     except (OSError, ValueError) as exc:
         raise PipelineError(f"cannot load BERTScore model {model!r}: {_first_line(exc)}") from None
 
@@ -165,7 +191,8 @@ def _bert_scorer(model: str, num_layers: int | None, batch_size: int):
 
 def score_predictions(predictions: pl.DataFrame | Sequence[str], references: Sequence[str] | None = None,
                       *, bertscore: bool = True, bertscore_model: str | None = None,
-                      num_layers: int | None = None, batch_size: int = 64) -> dict:
+                      num_layers: int | None = None, batch_size: int = 64, bertscore_rescale: bool = False,
+                      bertscore_baseline: str | None = None) -> dict:
     """Every metric of the papers' tables, x100 and rounded, as one flat dict (plus `n`).
 
     Takes a DataFrame with `prediction` and `reference` columns, or two lists.
@@ -183,21 +210,26 @@ def score_predictions(predictions: pl.DataFrame | Sequence[str], references: Seq
     _check_pairs(preds, refs)
     scores = {**bleu(preds, refs), **distinct(preds), **rouge(preds, refs), **cider(preds, refs)}
     if bertscore:
-        scores |= bertscore_prf(preds, refs, bertscore_model, num_layers, batch_size)
+        scores |= bertscore_prf(preds, refs, bertscore_model, num_layers, batch_size,
+                                rescale=bertscore_rescale, baseline=bertscore_baseline)
     scores = {k: round(v, DECIMALS) for k, v in scores.items()}
     scores["n"] = len(preds)
+    if bertscore:
+        scores["bertscore_rescaled"] = bool(bertscore_rescale)  # raw and rescaled are different scales
     return scores
 
 
 def score_file(path: str | os.PathLike, bertscore: bool = True, bertscore_model: str | None = None,
-               num_layers: int | None = None, batch_size: int = 64) -> dict:
+               num_layers: int | None = None, batch_size: int = 64, bertscore_rescale: bool = False,
+               bertscore_baseline: str | None = None) -> dict:
     """Score a predictions file (.parquet, .jsonl or .csv with `prediction` and `reference`)."""
     df = read_predictions(path)
     if df.height == 0:
         raise PipelineError(f"{path}: no predictions to score")
     try:
         return score_predictions(df, bertscore=bertscore, bertscore_model=bertscore_model,
-                                 num_layers=num_layers, batch_size=batch_size)
+                                 num_layers=num_layers, batch_size=batch_size,
+                                 bertscore_rescale=bertscore_rescale, bertscore_baseline=bertscore_baseline)
     except PipelineError as exc:
         raise PipelineError(f"{path}: {exc}") from None
 

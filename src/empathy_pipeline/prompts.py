@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
-from .llm.base import Chat
+if TYPE_CHECKING:  # annotations only: the prompts need no backend
+    from .llm.base import Chat
 
 # SmolLM2's chat template inserts its own default system prompt when none is given, and that
 # prompt sends the 135M model into emoji loops; an explicit listener instruction avoids it and

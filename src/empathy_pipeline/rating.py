@@ -1,23 +1,17 @@
-"""Efficient-Empathy data selection (paper §3.2–3.3): rate every listener response, then split.
+"""Efficient-Empathy §3.2: rate every listener response for sensibility and rationality.
 
 An LLM judge gives each sample a sensibility score S and a rationality score R (0–10) with the
-rating prompt of prompts.py; a threshold T then splits the data (Eq. 1–3). Ratings can also be
+rating prompt of prompts.py (split.py then splits the data at a threshold). Ratings can also be
 imported from the authors' released JSON (`test_results.json` style) instead of running a judge.
 
-Rating is long at paper scale, so it is sharded: each finished shard is written atomically to the
-shard directory beside a fingerprint of everything that decides its content (settings, prompt,
-samples). A rerun reuses the shards with that fingerprint and rates only the missing ones, so a
-killed run continues where it stopped and its final table equals an uninterrupted run's. Changed
-settings start afresh.
+Rating is long at paper scale, so it runs through llm_table.run_sharded: a killed run continues
+where it stopped and its final table equals an uninterrupted run's; changed settings start afresh.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import re
 from collections import defaultdict, deque
-from collections.abc import Callable
 from dataclasses import asdict, replace
 from pathlib import Path
 
@@ -25,10 +19,9 @@ import polars as pl
 
 from . import prompts
 from .errors import PipelineError
-from .io import read_json_list, write_parquet
+from .io import read_json_list
 from .llm.base import ChatBackend, Sampling
-from .progress import progress
-from .shards import prepare_shard_dir, read_shard, shard_path
+from .llm_table import fingerprint, run_sharded
 
 RATINGS_SCHEMA = {
     "sample_id": pl.String,
@@ -38,7 +31,6 @@ RATINGS_SCHEMA = {
 }
 # Shards also keep how many judge calls each sample took, so a resumed run reports the same counts.
 SHARD_SCHEMA = {**RATINGS_SCHEMA, "attempts": pl.Int64}
-SUBSETS = ("sensibility", "rationality", "discard")
 DEFAULT_SAMPLING = Sampling(max_new_tokens=24)  # greedy: a rerun gives the same scores
 AUTHORS_TURN_SEPARATOR = "</s>"
 
@@ -46,63 +38,38 @@ AUTHORS_TURN_SEPARATOR = "</s>"
 # ---- rating with an LLM judge ---------------------------------------------------------------------
 
 def rate_samples(
-    backend: ChatBackend | Callable[[], ChatBackend],
+    backend: ChatBackend,
     samples: pl.DataFrame,
+    *,
     retries: int,
     shard_dir: str | Path,
     shard_size: int,
-    *,
     sampling: Sampling = DEFAULT_SAMPLING,
     retry_temperature: float = 0.7,
     prefill: str | None = None,
-    config: dict | None = None,
-    on_shard: Callable[[int], None] | None = None,
+    settings: dict | None = None,
     show_progress: bool = True,
 ) -> tuple[pl.DataFrame, dict]:
     """Rate samples (sample_id, context, response); return (ratings table, counts).
 
-    `backend` may be a zero-argument factory, called only if some shard is still to be rated.
     The first call per sample uses `sampling` (greedy by default); a reply that does not yield both
     scores is asked again up to `retries` times, sampled at `retry_temperature` (a greedy retry would
     repeat the same reply). After that its scores stay null (what parsed is kept) and it counts
     as missing. `prefill` starts the judge's reply (see prompts.RATING_FORM_PREFIX); raw_reply holds
-    the full form, prefill included. `config` is whatever else decides the replies (model, backend
-    settings): it goes into the shard fingerprint. `on_shard(index)` runs after each shard is written.
+    the full form, prefill included. `settings` is whatever else decides the replies (model, backend
+    params): it goes into the shard fingerprint. Resumable through llm_table.run_sharded.
     """
     missing = [c for c in ("sample_id", "context", "response") if c not in samples.columns]
     if missing:
         raise PipelineError(f"rating samples: missing column(s) {', '.join(missing)}")
-    if shard_size < 1 or retries < 0:
-        raise PipelineError("rate.shard_size must be >= 1 and rate.retries >= 0")
-    shard_dir = Path(shard_dir)
-    settings = {
-        "config": config, "sampling": asdict(sampling), "retries": retries, "retry_temperature": retry_temperature,
-        "prefill": prefill, "shard_size": shard_size,
-        "prompt": [prompts.RATING_SYSTEM_PROMPT, prompts.RATING_PROMPT],
-    }
-    prepare_shard_dir(shard_dir, _fingerprint(settings, samples), print, "rate")
-
-    n_shards = (samples.height + shard_size - 1) // shard_size
-    shards: list[pl.DataFrame] = []
-    resumed = 0
-    judge: ChatBackend | None = None if callable(backend) else backend
-    for index in progress(range(n_shards), desc="rate shards", total=n_shards, enabled=show_progress):
-        part = samples.slice(index * shard_size, shard_size)
-        path = shard_path(shard_dir, index)
-        shard = read_shard(path, list(SHARD_SCHEMA), "sample_id", part["sample_id"].to_list())
-        if shard is not None:
-            resumed += 1
-            shards.append(shard)
-            continue
-        if judge is None:
-            judge = backend()
-        shard = _rate_part(judge, part, retries, sampling, retry_temperature, prefill)
-        write_parquet(shard, path)
-        shards.append(shard)
-        if on_shard is not None:
-            on_shard(index)
-
-    table = pl.concat(shards) if shards else pl.DataFrame(schema=SHARD_SCHEMA)
+    fp = fingerprint({
+        "settings": settings, "sampling": asdict(sampling), "retries": retries, "retry_temperature": retry_temperature,
+        "prefill": prefill, "prompt": [prompts.RATING_SYSTEM_PROMPT, prompts.RATING_PROMPT],
+    }, samples, ("sample_id", "context", "response"))
+    table, shards = run_sharded(
+        samples, lambda part, _: _rate_part(backend, part, retries, sampling, retry_temperature, prefill),
+        shard_dir=shard_dir, shard_size=shard_size, fingerprint=fp, schema=SHARD_SCHEMA, what="rate",
+        show_progress=show_progress)
     complete = table["sensibility"].is_not_null() & table["rationality"].is_not_null()
     counts = {
         "rated": table.height,
@@ -110,8 +77,7 @@ def rate_samples(
         "retried": int((table["attempts"] > 1).sum()),
         "missing": int((~complete).sum()),
         "judge_calls": int(table["attempts"].sum()),
-        "shards": n_shards,
-        "shards_resumed": resumed,
+        "shards": shards["shards"],  # how many were resumed is a fact of the run, not of the result: logged only
     }
     return table.select(list(RATINGS_SCHEMA)), counts
 
@@ -144,13 +110,6 @@ def _rate_part(judge: ChatBackend, part: pl.DataFrame, retries: int, sampling: S
         "raw_reply": replies,
         "attempts": attempts,
     }, schema=SHARD_SCHEMA)
-
-
-def _fingerprint(settings: dict, samples: pl.DataFrame) -> str:
-    digest = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode())
-    for row in samples.select("sample_id", "context", "response").iter_rows():
-        digest.update(json.dumps(row).encode())
-    return digest.hexdigest()
 
 
 # ---- importing the authors' ratings ----------------------------------------------------------------
@@ -223,33 +182,3 @@ def import_ratings(path: str | Path, samples: pl.DataFrame) -> tuple[pl.DataFram
         "bad_items": bad_items,
     }
     return ratings, counts
-
-
-# ---- the split (Eq. 1–3) ---------------------------------------------------------------------------
-
-def split_by_threshold(ratings: pl.DataFrame, threshold: float) -> tuple[pl.DataFrame, dict]:
-    """Label each rated sample with its subset; return (ratings + `subset` column, counts).
-
-    Paper Eq. 1–3 with strict inequalities:
-        D_s (sensibility) = {R < T and S > T}
-        D_d (discard)     = {R > T and S < T}
-        D_r (rationality) = everything else, ties with T included
-    A sample missing either score goes to no subset (subset null) and is counted as `missing`.
-
-    The authors' selection script (data/split_sensible_rational.py in their repository) uses the
-    same strict inequalities but names the sets differently: it calls the {R > T and S < T} set
-    "rational" and the rest "neuro", while §3.2 discards {R > T and S < T} and trains the
-    rationality expert on the rest. We follow the paper. With the released test ratings this
-    rule gives the counts in data/efficient-empathy/SOURCE.md (T=5: 3,268 / 300 / 1,687).
-    """
-    r, s = pl.col("rationality"), pl.col("sensibility")
-    subset = (
-        pl.when(r.is_null() | s.is_null()).then(None)
-        .when((r < threshold) & (s > threshold)).then(pl.lit("sensibility"))
-        .when((r > threshold) & (s < threshold)).then(pl.lit("discard"))
-        .otherwise(pl.lit("rationality"))
-    )
-    labelled = ratings.with_columns(subset.alias("subset"))
-    counts = {name: int((labelled["subset"] == name).sum()) for name in SUBSETS}
-    counts["missing"] = int(labelled["subset"].is_null().sum())
-    return labelled, counts

@@ -5,12 +5,16 @@ from .base import Chat, ChatBackend, Sampling
 __all__ = ["Chat", "ChatBackend", "Sampling", "load_backend"]
 
 
-def load_backend(cfg: dict, model: str | None = None, adapter: str | None = None) -> ChatBackend:
+def load_backend(cfg, model: str | None = None, adapter: str | None = None) -> ChatBackend:
     """Build the backend named by cfg['backend'] for `model` (a HF dir, hub id or served name).
 
+    `cfg` is the `llm` params section (params.Llm) or a plain dict of the same keys.
     Heavy imports happen here, only for the backend chosen.
     """
     from ..errors import PipelineError
+
+    if not isinstance(cfg, dict):
+        cfg = cfg.model_dump()
 
     name = cfg.get("backend", "transformers")
     model = model or cfg.get("model")
@@ -32,4 +36,4 @@ def load_backend(cfg: dict, model: str | None = None, adapter: str | None = None
 
 
 def _subset(cfg: dict, keys: tuple[str, ...]) -> dict:
-    return {k: cfg[k] for k in keys if k in cfg}
+    return {k: cfg[k] for k in keys if cfg.get(k) is not None}

@@ -20,13 +20,9 @@ class Sampling:
     seed: int = 0
 
     @classmethod
-    def from_params(cls, p: dict) -> Sampling:
-        return cls(
-            max_new_tokens=int(p.get("max_new_tokens", 64)),
-            temperature=float(p.get("temperature", 0.0)),
-            top_p=float(p.get("top_p", 1.0)),
-            seed=int(p.get("seed", 0)),
-        )
+    def from_params(cls, p) -> Sampling:
+        """From a params section that has max_new_tokens, temperature, top_p and seed."""
+        return cls(max_new_tokens=p.max_new_tokens, temperature=p.temperature, top_p=p.top_p, seed=p.seed)
 
 
 class ChatBackend(Protocol):

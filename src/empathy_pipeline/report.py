@@ -1,0 +1,173 @@
+"""`empathy report`: the papers' tables from the workspace, git revisions and DVC experiments.
+
+Metrics come from DVC's own JSON (`dvc exp show --json`), never from a hand-written git walk. A row
+is one model of one source; its numbers are marked stale when that source's dvc.lock does not
+describe its code (lockcheck: the workspace as it is, a git revision in a scratch worktree);
+experiments are reproduced by `dvc exp run` and so describe their own code by construction.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .errors import PipelineError
+from .lockcheck import run_dvc, stale_stages
+
+MODELS = ("synth_base", "discriminator", "synth", "efficient_base", "expert_sensibility", "expert_rationality", "moe")
+# (column, metrics key) in the order of the papers' tables
+COLUMNS = (("B-1", "bleu1"), ("B-2", "bleu2"), ("B-3", "bleu3"), ("B-4", "bleu4"), ("R-1", "rouge1"),
+           ("R-2", "rouge2"), ("R-L", "rougeL"), ("D-1", "dist1"), ("D-2", "dist2"), ("CIDEr", "cider"),
+           ("BERT-P", "bertscore_p"), ("BERT-R", "bertscore_r"), ("BERT-F1", "bertscore_f1"))
+
+
+@dataclass
+class Row:
+    source: str              # workspace, a revision (branch name or short sha), or an experiment name
+    model: str
+    metrics: dict
+    n_data: int | None       # training samples behind the model (the papers' #data), where known
+    stale: bool = False
+    params: dict = field(default_factory=dict)
+
+
+def _dvc_json(repo: Path, *args: str) -> list:
+    out = run_dvc(repo, *args)
+    try:
+        return json.loads(out or "[]")
+    except json.JSONDecodeError:
+        raise PipelineError(f"dvc {' '.join(args)}: output is not JSON") from None
+
+
+def _metric_files(data: dict | None) -> dict[str, dict]:
+    if not data:
+        return {}
+    return {path: (entry or {}).get("data") or {} for path, entry in (data.get("metrics") or {}).items()}
+
+
+def _n_data(files: dict[str, dict], model: str) -> int | None:
+    """Training samples of a model from the stage metrics: ED train, + the selection, or the split subset."""
+    train = files.get("metrics/prepare.json", {}).get("train", {}).get("samples")
+    split = files.get("metrics/split.json", {})
+    k = files.get("metrics/diversity.json", {}).get("k")
+    return {
+        "discriminator": train,
+        "synth": train + k if train is not None and k is not None else None,
+        "expert_sensibility": split.get("sensibility"),
+        "expert_rationality": split.get("rationality"),
+        "moe": sum(split.get(s, 0) for s in ("sensibility", "rationality", "discard")) if split else None,
+    }.get(model)
+
+
+def _rows(label: str, data: dict | None, models: Sequence[str], stale: bool) -> list[Row]:
+    files = _metric_files(data)
+    params = ((data or {}).get("params") or {}).get("params.yaml", {}).get("data") or {}
+    return [Row(label, model, files[f"metrics/{model}.json"], _n_data(files, model), stale, params)
+            for model in models if files.get(f"metrics/{model}.json")]
+
+
+def _rev_is_stale(repo: Path, rev: str) -> bool:
+    """Does dvc.lock at `rev` describe the code and params at `rev`? Checked in a scratch worktree."""
+    scratch = Path(tempfile.mkdtemp(prefix="empathy-report-"))
+    tree = scratch / "tree"
+    try:
+        subprocess.run(["git", "worktree", "add", "--detach", "-q", str(tree), rev], cwd=repo,
+                       capture_output=True, text=True, check=True)
+        return bool(stale_stages(tree))
+    except subprocess.CalledProcessError as exc:
+        raise PipelineError(f"git worktree for {rev}: {exc.stderr.strip().splitlines()[-1]}") from None
+    finally:
+        subprocess.run(["git", "worktree", "remove", "--force", str(tree)], cwd=repo, capture_output=True)
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def collect(repo: Path, revs: Sequence[str] = (), exps: Sequence[str] = (), workspace: bool = True,
+            models: Sequence[str] = MODELS, check_stale: bool = True) -> list[Row]:
+    """Rows for the workspace, each git revision in `revs` and each experiment named in `exps`."""
+    rows: list[Row] = []
+    wanted_exps = set(exps)
+    found_exps: set[str] = set()
+    args = ["exp", "show", "--json"] + [a for rev in revs for a in ("--rev", rev)]
+    entries = _dvc_json(repo, *args)
+    revs_left = list(revs)
+    for entry in entries:
+        name, rev = entry.get("name"), entry.get("rev")
+        if rev == "workspace":
+            if workspace:
+                rows += _rows("workspace", entry.get("data"), models, check_stale and bool(stale_stages(repo)))
+        else:
+            requested = next((r for r in revs_left if r in (name, rev) or rev.startswith(r)), None)
+            if requested is not None:
+                revs_left.remove(requested)
+                got = _rows(requested, entry.get("data"), models,
+                            check_stale and _rev_is_stale(repo, rev))
+                if not got:
+                    raise PipelineError(f"revision {requested}: no metrics/<model>.json there "
+                                        f"({(entry.get('error') or {}).get('msg') or 'was dvc repro run and committed?'})")
+                rows += got
+        for group in entry.get("experiments") or []:
+            for exp in group.get("revs") or []:
+                if exp.get("name") in wanted_exps:
+                    found_exps.add(exp["name"])
+                    rows += _rows(exp["name"], exp.get("data"), models, stale=False)
+    if revs_left:
+        raise PipelineError(f"revision(s) {', '.join(revs_left)}: not known to git or DVC")
+    missing = sorted(wanted_exps - found_exps)
+    if missing:
+        raise PipelineError(f"experiment(s) {', '.join(missing)}: not found (see `dvc exp list`)")
+    no_metrics = sorted({r for r in wanted_exps} - {row.source for row in rows})
+    if no_metrics:
+        raise PipelineError(f"experiment(s) {', '.join(no_metrics)}: no metrics/<model>.json")
+    if not rows:
+        raise PipelineError("no metrics/<model>.json in the workspace (run `dvc repro` or `make demo`)")
+    return rows
+
+
+def _best(rows: Sequence[Row]) -> dict[str, float]:
+    best = {}
+    for _, key in COLUMNS:
+        values = [r.metrics[key] for r in rows if isinstance(r.metrics.get(key), int | float)]
+        if values:
+            best[key] = max(values)
+    return best
+
+
+def render(rows: Sequence[Row], fmt: str = "md") -> str:
+    """Markdown (best value per column in bold, stale rows flagged), CSV or JSON."""
+    if fmt == "json":
+        return json.dumps([{"source": r.source, "model": r.model, "stale_lock": r.stale, "n_data": r.n_data,
+                            **{key: r.metrics.get(key) for _, key in COLUMNS}, "n_test": r.metrics.get("n")}
+                           for r in rows], indent=2)
+    header = ["source", "model", *(c for c, _ in COLUMNS), "#data", "n test"]
+    if fmt == "csv":
+        out = io.StringIO()
+        writer = csv.writer(out)
+        writer.writerow([*header, "stale_lock"])
+        for r in rows:
+            writer.writerow([r.source, r.model, *(r.metrics.get(k) for _, k in COLUMNS), r.n_data,
+                             r.metrics.get("n"), r.stale])
+        return out.getvalue()
+    if fmt != "md":
+        raise PipelineError(f"unknown format {fmt!r} (md, csv or json)")
+    best = _best(rows)
+    lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
+    for r in rows:
+        cells = [f"{r.source} (stale lock)" if r.stale else r.source, r.model]
+        for _, key in COLUMNS:
+            value = r.metrics.get(key)
+            text = "" if value is None else f"{value:.2f}"
+            cells.append(f"**{text}**" if value is not None and value == best.get(key) else text)
+        cells += ["" if r.n_data is None else str(r.n_data), str(r.metrics.get("n", ""))]
+        lines.append("| " + " | ".join(cells) + " |")
+    if any(r.stale for r in rows):
+        lines.append("")
+        lines.append("(stale lock): that source's dvc.lock does not describe its code, so its numbers were made "
+                     "by other code (`empathy check-lock` there says which stages).")
+    return "\n".join(lines)

@@ -1,0 +1,40 @@
+"""Run a stage script in-process with exactly the command line dvc.yaml gives it."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import typing
+from contextlib import contextmanager
+from pathlib import Path
+
+from dvc_spec import STAGES, command
+
+
+@contextmanager
+def cwd(path: Path):
+    old = Path.cwd()
+    os.chdir(path)
+    try:
+        yield
+    finally:
+        os.chdir(old)
+
+
+def run_stage(name: str, project: Path, backend_for=None) -> dict[str, list[str]]:
+    """Import the stage script fresh, point its load_backend at `backend_for`, run main() as dvc would."""
+    script, options = command(STAGES[name])
+    spec = importlib.util.spec_from_file_location(f"stage_{script.stem}", script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    if backend_for is not None:
+        module.load_backend = lambda cfg, model=None, adapter=None: backend_for(model, adapter)
+    kwargs = {}
+    for option, values in options.items():
+        kind = typing.get_args(module.main.__annotations__[option])[0]  # Path, list[Path] or str
+        kwargs[option] = [Path(v) for v in values] if kind == list[Path] else kind(values[0])
+    with cwd(project):
+        module.main(**kwargs)
+    return options
+
+
