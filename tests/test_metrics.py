@@ -247,7 +247,9 @@ def test_evaluate_modules_load_offline_and_match():
     assert done.returncode == 0, done.stderr[-2000:]
     via_evaluate = json.loads(done.stdout.strip().splitlines()[-1])
     direct = score_predictions(PREDICTIONS, REFERENCES, bertscore=True, num_layers=6)
-    assert {k: round(v, 2) for k, v in via_evaluate.items()} == {k: v for k, v in direct.items() if k != "n"}
+    # n and the bertscore_rescaled flag describe the run; every score must match
+    scores = {k: v for k, v in direct.items() if k not in ("n", "bertscore_rescaled")}
+    assert {k: round(v, 2) for k, v in via_evaluate.items()} == scores
 
 
 RESCALE_PAIRS = (["i am so sorry to hear that .", "that is great news !", ""],
