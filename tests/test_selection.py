@@ -251,7 +251,7 @@ def test_stages_embed_quality_diversity(tmp_path):
     generated.write_parquet(tmp_path / "data/synth/generated.parquet")
     discriminated.write_parquet(tmp_path / "data/synth/discriminated.parquet")
     (tmp_path / "params.yaml").write_text(
-        "models: {base: smollm2-135m-instruct, embedding: all-minilm-l6-v2}\nembed: {batch_size: 8, dtype: float16}\n"
+        "models: {synth_base: smollm2-135m-instruct, efficient_base: smollm2-135m-instruct, embedding: all-minilm-l6-v2}\nembed: {batch_size: 8, dtype: float16}\n"
         "quality: {threshold: 60}\ndiversity: {k: null, ratio: 0.5, seed: 3, device: cpu}\n")
     for name in ("embed", "quality_select", "diversity_select"):
         done = subprocess.run(stage_argv(name), cwd=tmp_path,
