@@ -70,6 +70,11 @@ def repo(tmp_path_factory) -> dict:
     return {"root": root, "empty": empty, "first": first, "second": second}
 
 
+def test_relative_revisions_and_branch_names_resolve(repo):
+    rows = collect(repo["root"], revs=["HEAD~1", "HEAD"], workspace=False)
+    assert [r.metrics["bleu1"] for r in rows if r.model == "synth_base"] == [1.0, 2.0]
+
+
 def test_report_shows_commits_and_experiments_with_the_best_marked(repo):
     rows = collect(repo["root"], revs=[repo["first"], repo["second"]], exps=["five"], workspace=False)
     by = {(r.source, r.model): r for r in rows}

@@ -24,7 +24,8 @@ from empathy_pipeline.llm import load_backend
 SAMPLE = ROOT / "data" / "sample" / "empatheticdialogues"
 SMALL = {
     "llm": {"batch_size": 4, "dtype": "float32", "device": "cpu"},
-    "discriminate": {"max_new_tokens": 6, "shard_size": 2},
+    # Sampled, not greedy: a resumed shard must draw exactly what it would have drawn uninterrupted.
+    "discriminate": {"max_new_tokens": 6, "shard_size": 2, "temperature": 0.8, "top_p": 0.95},
     "evaluate": {"max_samples": 5, "max_new_tokens": 6, "shard_size": 2, "bertscore": False},
     "judge_quality": {"sample_size": 3, "max_new_tokens": 3, "shard_size": 2},
     "rate": {"max_samples": 5, "max_new_tokens": 8, "shard_size": 2, "import_file": None, "retries": 0},

@@ -88,6 +88,13 @@ def _rev_is_stale(repo: Path, rev: str) -> bool:
         shutil.rmtree(scratch, ignore_errors=True)
 
 
+def _commit_of(repo: Path, rev: str) -> str | None:
+    proc = subprocess.run(["git", "rev-parse", "--verify", "--quiet", f"{rev}^{{commit}}"], cwd=repo,
+                          capture_output=True, text=True)
+    sha = proc.stdout.strip()
+    return sha if proc.returncode == 0 and sha else None
+
+
 def collect(repo: Path, revs: Sequence[str] = (), exps: Sequence[str] = (), workspace: bool = True,
             models: Sequence[str] = MODELS, check_stale: bool = True) -> list[Row]:
     """Rows for the workspace, each git revision in `revs` and each experiment named in `exps`."""
@@ -96,6 +103,8 @@ def collect(repo: Path, revs: Sequence[str] = (), exps: Sequence[str] = (), work
     found_exps: set[str] = set()
     args = ["exp", "show", "--json"] + [a for rev in revs for a in ("--rev", rev)]
     entries = _dvc_json(repo, *args)
+    # DVC names an entry only when a branch or tag points at it: match requests by their commit.
+    shas = {rev: _commit_of(repo, rev) for rev in revs}
     revs_left = list(revs)
     for entry in entries:
         name, rev = entry.get("name"), entry.get("rev")
@@ -103,7 +112,7 @@ def collect(repo: Path, revs: Sequence[str] = (), exps: Sequence[str] = (), work
             if workspace:
                 rows += _rows("workspace", entry.get("data"), models, check_stale and bool(stale_stages(repo)))
         else:
-            requested = next((r for r in revs_left if r in (name, rev) or rev.startswith(r)), None)
+            requested = next((r for r in revs_left if r in (name, rev) or shas[r] == rev), None)
             if requested is not None:
                 revs_left.remove(requested)
                 got = _rows(requested, entry.get("data"), models,
