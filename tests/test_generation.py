@@ -274,3 +274,24 @@ def test_data_quality_summary_counts_unparseable_and_full_marks():
     assert m["before_coherence_mean"] == pytest.approx(8 / 3, abs=1e-3)
     assert m["before_naturalness_score3_pct"] == 75.0 and m["before_naturalness_score2_pct"] == 25.0
     assert m["before_full_marks_pct"] == 50.0  # a (3,3,3) of the two fully judged a and b
+
+
+def test_shards_of_another_environment_are_not_resumed(tmp_path, monkeypatch):
+    """A lock bump reruns the LLM stages (metrics/provenance.json changed): they must not resume the
+    shards the old package versions wrote."""
+    rows = pl.DataFrame({"sample_id": ["a", "b", "c"]})
+    calls: list[int] = []
+
+    def work(part, index):
+        calls.append(index)
+        return pl.DataFrame({"sample_id": part["sample_id"], "reply": ["x"] * part.height})
+
+    schema = {"sample_id": pl.String, "reply": pl.String}
+    run = dict(shard_dir=tmp_path, shard_size=2, fingerprint="same settings", schema=schema, what="test",
+               show_progress=False)
+    llm_table.run_sharded(rows, work, **run)
+    llm_table.run_sharded(rows, work, **run)
+    assert calls == [0, 1]  # the second run resumed both shards
+    monkeypatch.setattr(llm_table, "versions", lambda: {"transformers": "99.0"})
+    llm_table.run_sharded(rows, work, **run)
+    assert calls == [0, 1, 0, 1]

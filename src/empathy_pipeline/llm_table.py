@@ -25,6 +25,7 @@ from .errors import PipelineError
 from .io import write_json, write_parquet
 from .llm.base import Chat, ChatBackend, Sampling
 from .progress import progress
+from .provenance import versions
 
 FINGERPRINT_FILE = "fingerprint.json"
 REPLIES_SCHEMA = {"sample_id": pl.String, "reply": pl.String}
@@ -128,7 +129,10 @@ def run_sharded(
     if shard_size < 1:
         raise PipelineError(f"{what}: shard_size must be >= 1, got {shard_size}")
     shard_dir = Path(shard_dir)
-    prepare_shard_dir(shard_dir, fingerprint, what)
+    # The package versions decide replies as much as the params do: after a lock bump, shards
+    # made by the old environment are not resumed (metrics/provenance.json names the new one).
+    run_key = json.dumps({"work": fingerprint, "environment": versions()}, sort_keys=True)
+    prepare_shard_dir(shard_dir, hashlib.sha256(run_key.encode()).hexdigest(), what)
     n_shards = (rows.height + shard_size - 1) // shard_size
     results: list[pl.DataFrame] = []
     resumed = 0
