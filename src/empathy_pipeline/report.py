@@ -131,7 +131,7 @@ def collect(repo: Path, revs: Sequence[str] = (), exps: Sequence[str] = (), work
     missing = sorted(wanted_exps - found_exps)
     if missing:
         raise PipelineError(f"experiment(s) {', '.join(missing)}: not found (see `dvc exp list`)")
-    no_metrics = sorted({r for r in wanted_exps} - {row.source for row in rows})
+    no_metrics = sorted(wanted_exps - {row.source for row in rows})
     if no_metrics:
         raise PipelineError(f"experiment(s) {', '.join(no_metrics)}: no metrics/<model>.json")
     if not rows:
