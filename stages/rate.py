@@ -11,7 +11,7 @@ from empathy_pipeline.stage import In, Out
 
 def main(train: In, base: In, out: Out, shards: Out, metrics: Out) -> None:
     p, llm = params.load("rate"), params.load("llm")
-    samples = sample_rows(read_parquet(train), p.max_samples, p.seed)
+    samples = sample_rows(read_parquet(train, nonempty=True), p.max_samples, p.seed)
     if p.import_file:
         ratings, counts = rating.import_ratings(p.import_file, samples)
         source = f"imported from {p.import_file}"

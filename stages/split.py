@@ -9,7 +9,7 @@ from empathy_pipeline.stage import In, Out
 
 def main(train: In, ratings: In, out_dir: Out, metrics: Out, histogram: Out) -> None:
     threshold = params.load("split").threshold
-    tables, labelled, summary = split_samples(read_parquet(train), read_parquet(ratings), threshold)
+    tables, labelled, summary = split_samples(read_parquet(train, nonempty=True), read_parquet(ratings), threshold)
     with atomic_path(out_dir) as tmp:
         tmp.mkdir()
         for name, table in tables.items():

@@ -15,11 +15,11 @@ class KillAfterShards:
         self.backend, self.shard_dir, self.shards = backend, Path(shard_dir), shards
         self.calls = 0
 
-    def generate(self, chats, sampling):
+    def generate(self, chats, sampling, seeds=None):
         if len(list(self.shard_dir.rglob("shard-*.parquet"))) >= self.shards:
             raise Killed(f"after {self.shards} shard(s)")
         self.calls += 1
-        return self.backend.generate(chats, sampling)
+        return self.backend.generate(chats, sampling, seeds)
 
 
 class Counting:
@@ -28,6 +28,6 @@ class Counting:
     def __init__(self, backend):
         self.backend, self.calls = backend, 0
 
-    def generate(self, chats, sampling):
+    def generate(self, chats, sampling, seeds=None):
         self.calls += 1
-        return self.backend.generate(chats, sampling)
+        return self.backend.generate(chats, sampling, seeds)

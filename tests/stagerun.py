@@ -38,3 +38,14 @@ def run_stage(name: str, project: Path, backend_for=None) -> dict[str, list[str]
     return options
 
 
+def untrained_epitome(directory: Path) -> None:
+    """An EPITOME level-classifier directory with fixed random heads on MiniLM: evaluate reads one
+    (`--epitome`); what its levels say does not matter to a test of something else, only that the
+    stage can run (tests/test_epitome.py tests the trained classifier)."""
+    import numpy as np
+
+    from empathy_pipeline.epitome import MECHANISMS, EpitomeClassifier
+
+    rng = np.random.default_rng(0)
+    heads = {m: (rng.normal(size=(3, 4 * 384)), np.zeros(3)) for m in MECHANISMS}
+    EpitomeClassifier(None, heads, {"method": "frozen_head", "encoder": "all-minilm-l6-v2"}).save(directory)

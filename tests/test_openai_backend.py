@@ -13,7 +13,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from empathy_pipeline.errors import PipelineError
-from empathy_pipeline.llm import Sampling, load_backend
+from empathy_pipeline.llm import Sampling, load_backend, request_seed
 
 
 class ChatServer(ThreadingHTTPServer):
@@ -76,12 +76,26 @@ def backend(**extra):
 def test_replies_in_order_with_per_request_seeds_after_retries(server):
     chats = [[{"role": "user", "content": f"message {i}"}] for i in range(6)]
     replies = backend().generate(chats, Sampling(max_new_tokens=8, temperature=0.7, seed=100))
-    assert replies == [f"echo message {i} seed={100 + i}" for i in range(6)]
+    # No seeds given: each request's seed is keyed by its position in the call.
+    assert replies == [f"echo message {i} seed={request_seed(100, str(i))}" for i in range(6)]
     assert len(server.requests) == 6 + 2  # two 429s were retried
     assert {r["max_tokens"] for r in server.requests} == {8} and server.requests[0]["model"] == "served-model"
 
 
+def test_each_request_carries_its_samples_seed(server):
+    """The stages pass request_seed(stage seed, sample key) per chat: that is the seed the server sees."""
+    keys = ["s3", "s1", "s2"]
+    chats = [[{"role": "user", "content": key}] for key in keys]
+    seeds = [request_seed(100, key) for key in keys]
+    replies = backend().generate(chats, Sampling(max_new_tokens=8, temperature=0.7, seed=100), seeds=seeds)
+    assert replies == [f"echo {key} seed={request_seed(100, key)}" for key in keys]
+    assert len(set(seeds)) == 3
+    with pytest.raises(PipelineError, match="2 seeds given for 3 chats"):
+        backend().generate(chats, Sampling(temperature=0.7), seeds=seeds[:2])
+
+
 @pytest.mark.parametrize("server", [(0, True)], indirect=True)
 def test_failed_request_is_one_line_error(server):
-    with pytest.raises(PipelineError, match=r"openai backend, request \d: BadRequestError"):
+    with pytest.raises(PipelineError, match=r"^openai backend: http://127\.0\.0\.1:\d+/v1 failed after 1 attempt "
+                                           r"\(HTTP 400: slow down\); 0 of 1 requests done"):
         backend().generate([[{"role": "user", "content": "hi"}]], Sampling())

@@ -12,10 +12,12 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 import yaml
+from conftest import SHARED_DATA
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -35,6 +37,8 @@ TINY = {
     "judge_quality.sample_size": 3,
     "rate.shard_size": 8,
     "train_router.max_steps": 1,
+    # The scratch copy has no ../shared beside it: point at the real EPITOME data where it is.
+    "epitome.source": str(SHARED_DATA / "epitome"),
 }
 
 MODEL_STAGES = ["synth_base", "discriminator", "synth", "efficient_base", "expert_sensibility", "expert_rationality",
@@ -73,6 +77,9 @@ def demo_run(tmp_path_factory) -> Path:
     for name in ("stages", "src", "configs"):
         shutil.copytree(ROOT / name, work / name, ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copytree(ROOT / "data" / "sample", work / "data" / "sample")
+    # The project's ignores, so git holds what it holds in the project (not the shard directories):
+    # the queued sweep below then meets what a user's queued sweep meets.
+    shutil.copy(ROOT / ".gitignore", work / ".gitignore")
     set_params(work / "params.yaml", TINY)
     git(work, "init", "-q")
     dvc(work, "init", "-q")
@@ -122,6 +129,64 @@ def test_metrics_hold_results_only_and_a_rerun_changes_none(demo_run):
         dvc(demo_run, "repro", "-f", "-s", stage)
     assert dvc(demo_run, "metrics", "diff", "--json").stdout.strip() in ("", "{}")
     assert git(demo_run, "status", "--porcelain", "--", "metrics", "dvc.lock") == ""
+
+
+# What a queued experiment must be given: the git-ignored, uncached shard directories (docs/experiments.md).
+QUEUE_COPY = ("-C", "data/synth/shards", "-C", "data/ratings/shards", "-C", "outputs/shards")
+UPSTREAM = {"models@synth", "models@efficient", "prepare", "generate", "train_discriminator", "discriminate",
+            "embed", "rate", "split"}
+
+
+def wait_for_queue(work: Path, timeout: float = 900) -> str:
+    """Poll `dvc queue status` until nothing is queued or running; every experiment must have succeeded."""
+    deadline = time.monotonic() + timeout
+    while re.search(r"\b(Queued|Running)\b", status := dvc(work, "queue", "status").stdout):
+        assert time.monotonic() < deadline, f"queue still busy after {timeout}s:\n{status}"
+        time.sleep(5)
+    assert "Failed" not in status, status
+    return status
+
+
+@pytest.mark.slow
+def test_a_queued_threshold_sweep_runs_only_the_tail(demo_run):
+    """`dvc exp run --queue -S quality.threshold=A,B` + `dvc queue start`: each experiment reruns
+    quality_select and its tail in a temp clone, never generation, discrimination, embedding or
+    rating, and `dvc exp show --json` / `empathy report --exp` list both experiments."""
+    import polars as pl
+
+    similarities = sorted(pl.read_parquet(demo_run / "data/synth/scores.parquet")["similarity"].to_list())
+    assert len(similarities) >= 2, "the tiny run should score at least two synthetic samples"
+    # A cut that keeps every sample and one that drops the lowest (not at test_sweeps_rerun_only_the_tail's
+    # midpoint, which would then come from the run cache instead of running).
+    values = [round(similarities[0] - 1, 3), round(similarities[0] + (similarities[1] - similarities[0]) / 4, 3)]
+    dvc(demo_run, "exp", "run", "--queue", "-S", f"quality.threshold={values[0]},{values[1]}", *QUEUE_COPY)
+    try:
+        dvc(demo_run, "queue", "start", "-j", "1")
+        wait_for_queue(demo_run)
+    finally:
+        dvc(demo_run, "queue", "stop")
+    names, kept = {}, {}
+    for entry in json.loads(dvc(demo_run, "exp", "show", "--json").stdout):
+        for group in entry.get("experiments") or []:
+            for exp in group["revs"]:
+                threshold = exp["data"]["params"]["params.yaml"]["data"]["quality"]["threshold"]
+                names[threshold] = exp["name"]
+                kept[threshold] = exp["data"]["metrics"]["metrics/selection.json"]["data"]["n_kept"]
+    assert sorted(names) == sorted(values), names
+    for dropped, value in enumerate(values):
+        assert kept[value] == len(similarities) - dropped, (value, kept)  # each experiment has its own cut
+        ran = ran_stages(dvc(demo_run, "queue", "logs", names[value]).stdout)
+        print(f"queued quality.threshold={value}: ran {sorted(ran)}")
+        assert "quality_select" in ran and ran <= SYNTH_TAIL | {"quality_select"}, sorted(ran)
+        assert not ran & UPSTREAM, sorted(ran & UPSTREAM)
+    report = subprocess.run([str(BIN / "empathy"), "report", "--no-workspace", "--model", "synth", "--format", "json",
+                             *(a for v in values for a in ("--exp", names[v]))],
+                            cwd=demo_run, capture_output=True, text=True, env={**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}"})
+    assert report.returncode == 0, report.stderr
+    rows = {row["source"]: row for row in json.loads(report.stdout)}
+    assert set(rows) == set(names.values())
+    # #data of synth = ED train + the diverse subset, which shrinks as T drops more samples.
+    assert rows[names[values[0]]]["n_data"] >= rows[names[values[1]]]["n_data"]
 
 
 def ran_stages(output: str) -> set[str]:

@@ -16,7 +16,7 @@ import pytest
 import yaml
 from dvc_spec import ROOT, STAGES, command
 from killing import Counting, KillAfterShards, Killed
-from stagerun import run_stage
+from stagerun import run_stage, untrained_epitome
 
 from empathy_pipeline import ed
 from empathy_pipeline.llm import load_backend
@@ -72,6 +72,7 @@ def make_project(root: Path, base_model_dir: Path, adapter: Path) -> Path:
     (root / "models" / "synth_base").symlink_to(base_model_dir)
     (root / "models" / "efficient_base").symlink_to(base_model_dir)
     (root / "models" / "discriminator").symlink_to(adapter)
+    untrained_epitome(root / "models" / "epitome")
     samples, _ = ed.read_ed_csv(SAMPLE / "train.csv", "train", max_conversations=4, normalize=ed.paper_normalize)
     test, _ = ed.read_ed_csv(SAMPLE / "test.csv", "test", max_conversations=4, normalize=ed.paper_normalize)
     for path, table in {"data/prepared/train.parquet": samples, "data/prepared/test.parquet": test,

@@ -57,14 +57,50 @@ def score(
     bertscore_rescale: bool = typer.Option(False, "--bertscore-rescale/--no-bertscore-rescale",
                                            help="Baseline-rescale BERTScore (the papers' scale)."),
     bertscore_baseline: Path | None = typer.Option(None, help="A LAYER,P,R,F baseline tsv (default: bert-score's for the model)."),
+    epitome: Path | None = typer.Option(None, help="EPITOME level classifiers (the train_epitome stage's models/epitome): "
+                                        "adds ER/IP/EX levels, read against the file's context column. Default: "
+                                        "models/epitome when it exists and the file has a context column."),
 ) -> None:
     """Score a predictions file exactly as the pipeline scores its own models; prints JSON."""
     from .metrics import score_file
 
+    default = Path("models/epitome")  # trained on Reddit: on ED replies the levels are indicative
     result = score_file(file, bertscore=bertscore, bertscore_model=bertscore_model, num_layers=num_layers,
                         bertscore_rescale=bertscore_rescale,
-                        bertscore_baseline=str(bertscore_baseline) if bertscore_baseline else None)
+                        bertscore_baseline=str(bertscore_baseline) if bertscore_baseline else None,
+                        epitome=epitome or (default if (default / "config.json").is_file() else None),
+                        epitome_optional=epitome is None)
     typer.echo(json.dumps(result, indent=2))
+
+
+@app.command("compare")
+def compare(
+    a: str = typer.Argument(..., help="Model A: an evaluated model name (outputs/predictions/A.parquet) or a predictions file."),
+    b: str = typer.Argument(..., help="Model B, likewise; the difference reported is B - A."),
+    n_resamples: int = typer.Option(1000, help="Bootstrap resamples and random A/B swaps of the permutation test."),
+    seed: int = typer.Option(0, help="Seed of both resampling procedures (same seed, same numbers)."),
+    confidence: float = typer.Option(0.95, help="Confidence level of the interval."),
+    method: str = typer.Option("BCa", help="scipy.stats.bootstrap interval: BCa, percentile or basic."),
+    metrics: list[str] = typer.Option([], "--metrics", help="Only these metric keys (bleu1, rouge1, cider, ...); repeatable or comma-separated."),
+    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON instead of a Markdown table."),
+    predictions_dir: Path = typer.Option(Path("outputs/predictions"), help="Where `evaluate` writes <model>.parquet."),
+    bertscore: bool = typer.Option(True, "--bertscore/--no-bertscore", help="Include BERTScore (needs the model)."),
+    bertscore_model: str = typer.Option("all-minilm-l6-v2", help="Local path or embedded name of the BERTScore model."),
+    num_layers: int | None = typer.Option(6, help="Which hidden layer BERTScore uses."),
+    bertscore_rescale: bool = typer.Option(False, "--bertscore-rescale/--no-bertscore-rescale",
+                                           help="Baseline-rescale BERTScore (the papers' scale)."),
+) -> None:
+    """Paired bootstrap CI and permutation p-value of B - A for every metric, on the items both answered."""
+    from .compare import BERTSCORE_KEYS, METRICS, compare_specs, render
+
+    keys = [k.strip() for item in metrics for k in item.split(",") if k.strip()] or list(METRICS)
+    if not bertscore:
+        keys = [k for k in keys if k not in BERTSCORE_KEYS]
+    result = compare_specs(a, b, predictions_dir, keys=keys, n_resamples=n_resamples, seed=seed,
+                           confidence=confidence, method=method,
+                           bertscore_options={"model": bertscore_model, "num_layers": num_layers,
+                                              "rescale": bertscore_rescale})
+    typer.echo(render(result, "json" if as_json else "md"))
 
 
 @app.command("check")
@@ -100,12 +136,45 @@ def report(
     model: list[str] = typer.Option([], "--model", help="Only these models (default: all six); repeatable."),
     fmt: str = typer.Option("md", "--format", help="md (best value per column in bold), csv or json."),
     repo: Path = typer.Option(Path("."), help="The project directory."),
+    ci: bool = typer.Option(False, "--ci", help="Add paired-bootstrap intervals of B-1, R-1, CIDEr against --baseline (workspace rows)."),
+    baseline: str | None = typer.Option(None, help="The model the --ci differences are taken against (default: the first row)."),
+    n_resamples: int = typer.Option(1000, help="Resamples for --ci."),
+    seed: int = typer.Option(0, help="Seed for --ci."),
 ) -> None:
     """The papers' tables (B-1..4, R-1/2/L, D-1/2, CIDEr, BERT P/R/F1, #data) across workspace, commits, experiments."""
-    from .report import MODELS, collect, render
+    from .report import MODELS, ci_rows, collect, render, render_ci
 
+    if ci and fmt not in ("md", "json"):
+        raise PipelineError("--ci needs --format md or json")
     rows = collect(repo, revs=rev, exps=exp, workspace=not no_workspace, models=model or MODELS)
-    typer.echo(render(rows, fmt))
+    if not ci:
+        typer.echo(render(rows, fmt))
+        return
+    cis, notes = ci_rows(rows, repo, baseline, n_resamples=n_resamples, seed=seed)
+    typer.echo(render_ci(render(rows, fmt), cis, notes, fmt))
+
+
+@app.command("sweep-plot")
+def sweep_plot(
+    param: str = typer.Option(..., "--param", help="The swept parameter, dotted: quality.threshold, split.threshold."),
+    metric: list[str] = typer.Option([], "--metric", help="A key of metrics/<model>.json (cider, bleu1); repeatable."),
+    count: list[str] = typer.Option([], "--count", help="A data count, FILE.KEY of metrics/FILE.json "
+                                    "(selection.n_kept, diversity.k, split.sensibility); repeatable."),
+    model: str | None = typer.Option(None, "--model", help="Whose metrics (default: synth for quality/diversity, moe for split)."),
+    exp: list[str] = typer.Option([], "--exp", help="Only these experiments (default: every one of HEAD's); repeatable."),
+    with_baseline: bool = typer.Option(False, "--with-baseline", help="Add HEAD's own committed metrics as a point."),
+    out: Path = typer.Option(..., "--out", help="The CSV that dvc.yaml's top-level plots draw (plots/sweeps/*.csv)."),
+    png: Path | None = typer.Option(None, "--png", help="Also draw the figure to this PNG (matplotlib)."),
+    repo: Path = typer.Option(Path("."), help="The project directory."),
+) -> None:
+    """One CSV row per DVC experiment of a sweep: the parameter, the metrics, the data counts (for `dvc plots`)."""
+    from .sweeps import collect, plot_png, write_csv
+
+    points = collect(repo, param, [*metric, *count], model, exps=exp, with_baseline=with_baseline)
+    write_csv(points, param, out)
+    if png is not None:
+        plot_png(points, param, metric, count, png)
+    typer.echo(f"{out}: {len(points)} experiment(s) of {param}")
 
 
 @app.command("judge-agreement")
@@ -140,6 +209,67 @@ def judge_agreement(
     typer.echo(json.dumps(figures, indent=2))
 
 
+@app.command("judge-levels")
+def judge_levels(
+    n: int | None = typer.Option(60, help="A seeded subset of the held-out pairs (0 = all)."),
+    seed: int = typer.Option(0, help="Seed of the subset."),
+    model: str = typer.Option("models/synth_base", help="The judge: a HF directory, hub id or served model name."),
+    data: Path = typer.Option(Path("../shared/data/epitome"), help="The EPITOME Reddit CSVs."),
+    mechanism: list[str] = typer.Option([], "--mechanism", help="Only these of ER, IP, EX; repeatable (default all)."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of the table."),
+    out: Path | None = typer.Option(None, help="Also write every judge call (pair, mechanism, levels, reply) here (.parquet)."),
+) -> None:
+    """Judge EPITOME levels (ER/IP/EX) of held-out pairs with an LLM (params llm); kappa vs the human levels."""
+    from . import params
+    from .io import write_parquet
+    from .level_judge import MECHANISMS, format_figures, run
+    from .llm import load_backend
+    from .llm_table import LazyBackend
+
+    llm = params.load("llm")
+    # The classifiers' split (params epitome) where there is one: both are then scored on the same pairs.
+    split = params.load("epitome") if "epitome" in params.read() else None
+    figures, judged = run(data, LazyBackend(lambda: load_backend(llm, model=model)), n=n or None, seed=seed,
+                          mechanisms=[m.upper() for m in mechanism] or MECHANISMS,
+                          **({"held_out_fraction": split.held_out_fraction, "split_seed": split.seed} if split else {}))
+    figures = {"judge": model, "backend": llm.backend, **figures}
+    if out is not None:
+        write_parquet(judged, out)
+    typer.echo(json.dumps(figures, indent=2) if as_json else format_figures(figures, f"{model} ({llm.backend})"))
+
+
+@app.command("judge-pairs")
+def judge_pairs(
+    a: str = typer.Option(..., "--a", help="Model A: an evaluated model's name or a predictions file."),
+    b: str = typer.Option(..., "--b", help="Model B: an evaluated model's name or a predictions file."),
+    n: int | None = typer.Option(50, help="A seeded subset of the items both answered (0 = all)."),
+    seed: int = typer.Option(0, help="Seed of the subset."),
+    judge_model: str = typer.Option("models/synth_base", help="The judge: a HF directory, hub id or served model name."),
+    length_margin: int = typer.Option(3, min=0, help="Replies within this many words of each other are 'similar'."),
+    predictions_dir: Path = typer.Option(Path("outputs/predictions"), help="Where NAME.parquet of a model name is."),
+    contexts: Path = typer.Option(Path("data/prepared/test.parquet"),
+                                  help="The test split, for predictions that carry no context column."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of the table."),
+    out: Path | None = typer.Option(None, help="Also write the per-item verdicts of both orders here (.parquet)."),
+) -> None:
+    """Which of two models' replies an LLM judge prefers per criterion, asked in both orders (params llm)."""
+    from . import params
+    from .ab import load_side
+    from .io import write_parquet
+    from .llm import load_backend
+    from .llm_table import LazyBackend
+    from .pairwise import run
+
+    side_a, side_b = load_side(a, predictions_dir), load_side(b, predictions_dir)
+    llm = params.load("llm")
+    result, verdicts = run(side_a, side_b, LazyBackend(lambda: load_backend(llm, model=judge_model)),
+                           judge=judge_model, backend_name=llm.backend, n=n or None, seed=seed,
+                           contexts=contexts, repo=Path("."), length_margin=length_margin)
+    if out is not None:
+        write_parquet(verdicts, out)
+    typer.echo(json.dumps(result.as_json(), indent=2) if as_json else result.text())
+
+
 @app.command("profile")
 def profile(
     name: str = typer.Argument(..., help="demo (embedded CPU model) or paper (the papers' settings, GPU)."),
@@ -151,6 +281,44 @@ def profile(
     changed = apply_profile(name, params_file)
     typer.echo(f"{params_file}: profile {name}, {len(changed)} value(s) changed" +
                ("".join(f"\n  {k}" for k in changed)))
+
+
+ab_app = typer.Typer(no_args_is_help=True, help="Human A/B test: a blind rating sheet of two models, and its tally.")
+app.add_typer(ab_app, name="ab")
+
+
+@ab_app.command("export")
+def ab_export(
+    a: str = typer.Option(..., "--a", help="Model A: an evaluated model's name or a predictions file."),
+    b: str = typer.Option(..., "--b", help="Model B: an evaluated model's name or a predictions file."),
+    n: int = typer.Option(200, help="Items on the sheet (a seeded sample of the contexts both answered)."),
+    seed: int = typer.Option(0, help="Seed of the sample and of the reply order."),
+    out_dir: Path | None = typer.Option(None, help="Where sheet.csv, sheet.html, key.csv go (default outputs/ab/A_vs_B_seedS)."),
+    predictions_dir: Path = typer.Option(Path("outputs/predictions"), help="Where NAME.parquet of a model name is."),
+    contexts: Path = typer.Option(Path("data/prepared/test.parquet"),
+                                  help="The test split, for predictions that carry no context column."),
+) -> None:
+    """Write a blind sheet (CSV + a self-contained HTML page) of two models' replies, and its key apart."""
+    from .ab import export
+
+    result = export(a, b, n, seed, out_dir, predictions_dir=predictions_dir, contexts=contexts)
+    if result.note:
+        typer.echo(f"note: {result.note}", err=True)
+    typer.echo(f"{result.out_dir}: sheet.csv, sheet.html ({result.n} items) for the rater; keep key.csv to yourself")
+
+
+@ab_app.command("tally")
+def ab_tally(
+    sheet: Path = typer.Argument(..., help="The filled sheet (sheet.csv or the page's sheet-filled.csv)."),
+    key: Path = typer.Argument(..., help="The export's key.csv."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of the table."),
+    allow_incomplete: bool = typer.Option(False, "--allow-incomplete", help="Count blank cells and missing items as skipped."),
+) -> None:
+    """Win/tie/lose rates of A against B per criterion (coherence, empathy, informativeness, continuity)."""
+    from .ab import tally
+
+    result = tally(sheet, key, allow_incomplete=allow_incomplete)
+    typer.echo(json.dumps(result.as_json(), indent=2) if as_json else result.text())
 
 
 def main() -> None:

@@ -14,7 +14,7 @@ import polars as pl
 
 from . import prompts
 from .errors import PipelineError
-from .llm.base import ChatBackend, Sampling
+from .llm.base import ChatBackend, Sampling, request_seed
 from .llm_table import fingerprint, run_sharded
 
 CRITERIA = tuple(prompts.JUDGE_CRITERIA)
@@ -49,7 +49,9 @@ def judge(samples: pl.DataFrame, backend: ChatBackend, max_new_tokens: int, *, s
         columns = {"sample_id": part["sample_id"]}
         for criterion in CRITERIA:
             chats = [prompts.judge_chat(criterion, context, response) for context, response in pairs]
-            columns[f"{criterion}_reply"] = backend.generate(chats, sampling)
+            # Greedy ignores seeds; keyed per sample and criterion all the same, should judging ever sample.
+            seeds = [request_seed(seed, f"{sample_id}#{criterion}") for sample_id in part["sample_id"].to_list()]
+            columns[f"{criterion}_reply"] = backend.generate(chats, sampling, seeds)
         return pl.DataFrame(columns, schema=JUDGED_SCHEMA)
 
     replies, counts = run_sharded(samples, work, shard_dir=shard_dir, shard_size=shard_size, fingerprint=fp,

@@ -236,6 +236,14 @@ def read_split(source: Path, fmt: str, split: str, preprocess: str, max_conversa
     raise PipelineError(f"prepare.format: unknown format {fmt!r} (use ed_csv or paper_json)")
 
 
+def check_has_samples(report: ReadReport) -> None:
+    """A split that yields no sample (a header only, or no conversation with a listener turn) is an
+    error, not an empty table that every later stage would trip over."""
+    if report.samples == 0:
+        raise PipelineError(f"{report.path}: no samples ({report.rows} rows, {report.bad_rows} bad); "
+                            "an empty split cannot be prepared (check the file, or leave it out of prepare.splits)")
+
+
 def check_bad_fraction(report: ReadReport, max_fraction: float) -> None:
     if report.rows and report.bad_rows / report.rows > max_fraction:
         raise PipelineError(

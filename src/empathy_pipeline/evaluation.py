@@ -25,7 +25,11 @@ def resolve_weights(weights: Path, base: Path) -> tuple[str, str | None]:
 
 def predict(name: str, samples: pl.DataFrame, backend: ChatBackend, p, *, shard_dir: Path,
             settings: dict) -> tuple[pl.DataFrame, dict]:
-    """Greedy replies to every test context (resumable): sample_id, model, prediction, reference."""
+    """Greedy replies to every test context (resumable): sample_id, model, context, prediction, reference.
+
+    The context (the dialogue turns before the reply) travels with the predictions: pairwise
+    judges, the A/B sheet and the EPITOME level classifiers read the reply beside what it answers.
+    """
     if samples.height == 0:
         raise PipelineError("evaluate: the test split has no samples")
     replies, counts = respond(samples, dialogue_chat, backend, Sampling(max_new_tokens=p.max_new_tokens, seed=p.seed),
@@ -36,8 +40,16 @@ def predict(name: str, samples: pl.DataFrame, backend: ChatBackend, p, *, shard_
         # scores are comparable with the papers' tables (the papers' models emit that form).
         predictions = [paper_normalize(t) for t in predictions]
     table = pl.DataFrame({"sample_id": samples["sample_id"], "model": [name] * samples.height,
-                          "prediction": predictions, "reference": samples["response"]})
+                          "context": samples["context"], "prediction": predictions, "reference": samples["response"]})
     return table, counts
+
+
+def epitome_summary(predictions: pl.DataFrame, classifier_dir: Path) -> dict:
+    """ER/IP/EX mean level and level shares of the replies (classifiers trained on Reddit, so on ED
+    replies they are indicative: the domain shift is real)."""
+    from .epitome import summarize_predictions
+
+    return summarize_predictions(predictions, classifier_dir)
 
 
 def score(predictions: pl.DataFrame, p) -> dict:

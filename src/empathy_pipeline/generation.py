@@ -8,8 +8,9 @@ into one training sample (build_samples). Unusable replies go to the rejects tab
 
 Generation is the expensive step, so it runs through llm_table.run_sharded in shards of
 `shard_size` seeds (the raw replies only): a rerun after a crash skips the shards already done, and
-because every shard draws from its own seed the final files are byte-identical to those of an
-uninterrupted run. Parsing and sample building run after the last shard, over all replies, so they
+because every reply draws from its own seed (keyed by its seed sample and completion) the final
+files are byte-identical to those of an uninterrupted run, whatever shard_size or batch_size.
+Parsing and sample building run after the last shard, over all replies, so they
 can change without regenerating anything.
 """
 
@@ -26,8 +27,8 @@ from . import prompts
 from .ed import SAMPLES_SCHEMA
 from .errors import PipelineError
 from .io import sample_rows
-from .llm.base import ChatBackend, Sampling
-from .llm_table import fingerprint, run_sharded, shard_seed
+from .llm.base import SEEDING, ChatBackend, Sampling, request_seed
+from .llm_table import fingerprint, run_sharded
 
 SYNTH_SCHEMA = {
     **SAMPLES_SCHEMA,
@@ -74,28 +75,35 @@ def generate_completions(
     """Raw replies (sample_id of the seed, completion, raw_text), `completions_per_seed` per seed, in
     seed order; and the shard counts. `settings` is whatever else decides the replies (params, model).
 
-    Every shard samples with its own seed (llm_table.shard_seed), so a resumed run draws exactly
-    what an uninterrupted one would.
+    Every reply samples with its own seed, request_seed(sampling.seed, completion_key(...)), so a
+    resumed run draws exactly what an uninterrupted one would, and shard_size does not matter.
     """
     # The rendered prompt is part of what decides a shard's content: editing it regenerates.
     prompt = prompts.generation_chat(["{context}"], "{response}", "{emotion}", prompt_variant,
                                      max_words=max_response_words)
     fp = fingerprint({"settings": settings, "prompt": prompt, "sampling": sampling,
-                      "completions_per_seed": completions_per_seed}, seeds,
+                      "completions_per_seed": completions_per_seed,
+                      **(SEEDING if sampling.temperature > 0 else {})}, seeds,
                      ("sample_id", "emotion", "context", "response"))
 
     def work(part: pl.DataFrame, index: int) -> pl.DataFrame:
         rows = [row for row in part.iter_rows(named=True) for _ in range(completions_per_seed)]
         chats = [prompts.generation_chat(row["context"], row["response"], row["emotion"], prompt_variant,
                                          max_words=max_response_words) for row in rows]
-        shard_sampling = Sampling(sampling.max_new_tokens, sampling.temperature, sampling.top_p,
-                                  shard_seed(sampling.seed, index))
+        completions = [k % completions_per_seed for k in range(len(rows))]
+        request_seeds = [request_seed(sampling.seed, completion_key(row["sample_id"], k, completions_per_seed))
+                         for row, k in zip(rows, completions, strict=True)]
         return pl.DataFrame({"sample_id": [row["sample_id"] for row in rows],
-                             "completion": [k % completions_per_seed for k in range(len(rows))],
-                             "raw_text": backend.generate(chats, shard_sampling)}, schema=COMPLETIONS_SCHEMA)
+                             "completion": completions,
+                             "raw_text": backend.generate(chats, sampling, request_seeds)}, schema=COMPLETIONS_SCHEMA)
 
     return run_sharded(seeds, work, shard_dir=shard_dir, shard_size=shard_size, fingerprint=fp,
                        schema=COMPLETIONS_SCHEMA, what="generate", show_progress=show_progress)
+
+
+def completion_key(sample_id: str, completion: int, completions_per_seed: int) -> str:
+    """The seed key of one completion: the seed's sample_id, plus the completion number when there are several."""
+    return sample_id if completions_per_seed == 1 else f"{sample_id}#completion{completion}"
 
 
 # ---- from replies to samples --------------------------------------------------------------------

@@ -51,11 +51,22 @@ def write_parquet(df: pl.DataFrame, path: str | os.PathLike) -> None:
         df.write_parquet(tmp)
 
 
-def read_parquet(path: str | os.PathLike) -> pl.DataFrame:
+def read_parquet(path: str | os.PathLike, nonempty: bool = False) -> pl.DataFrame:
+    """A parquet table; missing, unreadable or (with `nonempty`) row-less is a one-line error naming the file.
+
+    `nonempty` is for a stage's main input: a table with a header and no rows would otherwise flow
+    on as empty outputs and fail (or, worse, succeed) far downstream.
+    """
     p = Path(path)
     if not p.exists():
         raise PipelineError(f"{p}: file not found")
-    return pl.read_parquet(p)
+    try:
+        table = pl.read_parquet(p)
+    except (pl.exceptions.PolarsError, OSError) as exc:
+        raise PipelineError(f"{p}: cannot read ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None
+    if nonempty and table.height == 0:
+        raise PipelineError(f"{p}: no rows (a header only); rerun the stage that writes it or check its input")
+    return table
 
 
 def sample_rows(df: pl.DataFrame, size: int | None, seed: int) -> pl.DataFrame:
@@ -88,6 +99,8 @@ def read_predictions(path: str | os.PathLike) -> pl.DataFrame:
     p = Path(path)
     if not p.exists():
         raise PipelineError(f"{p}: file not found")
+    if not p.is_file():
+        raise PipelineError(f"{p}: not a file")
     suffix = p.suffix.lower()
     try:
         if suffix == ".parquet":

@@ -18,12 +18,11 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-import numpy as np
 import polars as pl
 
 from .errors import PipelineError
 from .io import write_json, write_parquet
-from .llm.base import Chat, ChatBackend, Sampling
+from .llm.base import SEEDING, Chat, ChatBackend, Sampling, request_seed
 from .progress import progress
 from .provenance import versions
 
@@ -44,11 +43,6 @@ def fingerprint(settings: object, rows: pl.DataFrame | None = None, columns: Seq
     return digest.hexdigest()
 
 
-def shard_seed(seed: int, shard_index: int) -> int:
-    """Independent sampling seed of one shard: the same whether or not earlier shards ran in this process."""
-    return int(np.random.SeedSequence([seed, shard_index]).generate_state(1)[0])
-
-
 class LazyBackend:
     """A backend loaded on first use: a fully resumed run never loads the model."""
 
@@ -60,10 +54,10 @@ class LazyBackend:
     def loaded(self) -> bool:
         return self._backend is not None
 
-    def generate(self, chats: Sequence[Chat], sampling: Sampling) -> list[str]:
+    def generate(self, chats: Sequence[Chat], sampling: Sampling, seeds: Sequence[int] | None = None) -> list[str]:
         if self._backend is None:
             self._backend = self._factory()
-        replies = self._backend.generate(chats, sampling)
+        replies = self._backend.generate(chats, sampling, seeds)
         if len(replies) != len(chats):
             raise PipelineError(f"backend returned {len(replies)} replies for {len(chats)} prompts")
         return replies
@@ -182,13 +176,13 @@ def respond(
     Empty replies are kept and counted (`empty_replies`).
     """
     example = chat(["{context}"])
-    fp = fingerprint({"settings": settings, "sampling": sampling, "prompt": example},
-                     samples, ("sample_id", "context"))
+    fp = fingerprint({"settings": settings, "sampling": sampling, "prompt": example,
+                      **(SEEDING if sampling.temperature > 0 else {})}, samples, ("sample_id", "context"))
 
     def work(part: pl.DataFrame, index: int) -> pl.DataFrame:
-        shard_sampling = Sampling(sampling.max_new_tokens, sampling.temperature, sampling.top_p,
-                                  shard_seed(sampling.seed, index))
-        replies = backend.generate([chat(c) for c in part["context"].to_list()], shard_sampling)
+        # Each reply is seeded by its sample_id: shard_size and batch_size do not change what is drawn.
+        seeds = [request_seed(sampling.seed, sample_id) for sample_id in part["sample_id"].to_list()]
+        replies = backend.generate([chat(c) for c in part["context"].to_list()], sampling, seeds)
         return pl.DataFrame({"sample_id": part["sample_id"], "reply": replies}, schema=REPLIES_SCHEMA)
 
     table, counts = run_sharded(samples, work, shard_dir=shard_dir, shard_size=shard_size, fingerprint=fp,

@@ -24,6 +24,7 @@ import re
 import string
 from collections import Counter
 from collections.abc import Sequence
+from functools import lru_cache
 from pathlib import Path
 
 import polars as pl
@@ -45,7 +46,14 @@ EVALUATE_MODULES = ("ed_bleu", "ed_distinct", "ed_rouge", "ed_cider", "ed_bertsc
 
 def tokenize(text: str) -> list[str]:
     """Lower-cased NLTK Treebank tokens (word_tokenize without the punkt data file)."""
-    return tokenize_words(text.lower())
+    return list(_tokens(text))
+
+
+@lru_cache(maxsize=1 << 16)
+def _tokens(text: str) -> tuple[str, ...]:
+    # NLTK's tokenizer is the slow part of scoring; BLEU, Distinct and CIDEr (and every
+    # bootstrap resample of `empathy compare`) tokenise the same texts, so each text is done once.
+    return tuple(tokenize_words(text.lower()))
 
 
 class RougeTokenizer:
@@ -221,17 +229,27 @@ def score_predictions(predictions: pl.DataFrame | Sequence[str], references: Seq
 
 def score_file(path: str | os.PathLike, bertscore: bool = True, bertscore_model: str | None = None,
                num_layers: int | None = None, batch_size: int = 64, bertscore_rescale: bool = False,
-               bertscore_baseline: str | None = None) -> dict:
-    """Score a predictions file (.parquet, .jsonl or .csv with `prediction` and `reference`)."""
+               bertscore_baseline: str | None = None, epitome: str | os.PathLike | None = None,
+               epitome_optional: bool = False) -> dict:
+    """Score a predictions file (.parquet, .jsonl or .csv with `prediction` and `reference`).
+
+    With `epitome` (a models/epitome directory) the EPITOME ER/IP/EX levels of the replies are added,
+    read against the file's `context` column; `epitome_optional` skips them for a file without one.
+    """
     df = read_predictions(path)
     if df.height == 0:
         raise PipelineError(f"{path}: no predictions to score")
     try:
-        return score_predictions(df, bertscore=bertscore, bertscore_model=bertscore_model,
-                                 num_layers=num_layers, batch_size=batch_size,
-                                 bertscore_rescale=bertscore_rescale, bertscore_baseline=bertscore_baseline)
+        scores = score_predictions(df, bertscore=bertscore, bertscore_model=bertscore_model,
+                                   num_layers=num_layers, batch_size=batch_size,
+                                   bertscore_rescale=bertscore_rescale, bertscore_baseline=bertscore_baseline)
     except PipelineError as exc:
         raise PipelineError(f"{path}: {exc}") from None
+    if epitome is not None and not (epitome_optional and "context" not in df.columns):
+        from .epitome import summarize_predictions
+
+        scores |= summarize_predictions(df, epitome, what=str(path))
+    return scores
 
 
 def load_evaluate_module(name: str):

@@ -55,6 +55,8 @@ class Llm(Section):
     tensor_parallel_size: PositiveInt = 1
     gpu_memory_utilization: Fraction = 0.9
     max_model_len: PositiveInt | None = None
+    # vllm only: skip torch.compile/CUDA graphs; on CPU the first compile takes minutes.
+    enforce_eager: bool = True
     base_url_env: str = "OPENAI_BASE_URL"
     api_key_env: str = "OPENAI_API_KEY"
     concurrency: PositiveInt = 8
@@ -229,12 +231,27 @@ class BtxMerge(Section):
     router_seed: int = 0
 
 
+class Epitome(Section):
+    # The EPITOME Reddit CSVs (Sharma et al., 2020), beside the repo in ../shared; never committed.
+    # Existence is checked by the stage (one line), so `empathy check` passes where they are absent.
+    source: str
+    held_out_fraction: Annotated[float, Field(gt=0, lt=1)] = 0.2
+    seed: int = 0
+    method: Literal["frozen_head", "fine_tune"] = "frozen_head"
+    encoder: str = "all-minilm-l6-v2"
+    c: Annotated[float, Field(gt=0)] = 1.0          # frozen_head: inverse L2 strength of each logistic head
+    batch_size: PositiveInt = 64                     # encode batch
+    epochs: PositiveInt = 2                          # fine_tune only
+    learning_rate: Annotated[float, Field(gt=0)] = 4e-5  # fine_tune only
+
+
 SECTIONS: dict[str, type[Section]] = {
     "models": Models, "llm": Llm, "prepare": Prepare, "evaluate": Evaluate,
     "generate": Generate, "lora": Lora, "train": Train, "train_discriminator": TrainRun,
     "discriminate": Discriminate, "embed": Embed, "quality": Quality, "diversity": Diversity,
     "train_synth": TrainRun, "judge_quality": JudgeQuality,
     "rate": Rate, "split": Split, "train_expert": TrainRun, "btx_merge": BtxMerge, "train_router": TrainRun,
+    "epitome": Epitome,
 }
 TOP_LEVEL_SCALARS = {"profile"}  # the name of the profile params.yaml was last switched to
 

@@ -422,3 +422,193 @@ def parse_judge_score(reply: str, criterion: str) -> int | None:
         return None
     value = int(number)
     return value if 1 <= value <= 3 else None
+
+
+# ---- EPITOME: one empathy mechanism of a reply, levels 0/1/2 (Sharma et al. 2020) ------------------
+# The codebook is written by us from the paper's description of its three mechanisms (none of the
+# annotators' instructions is copied). One request per (post, reply, mechanism); the assistant turn
+# is prefilled with "Level: " so that even a 135M judge answers with a number (the trailing space
+# matters for SmolLM2, as with RATING_FORM_PREFIX).
+
+LEVEL_SYSTEM_PROMPT = (
+    "You are a careful annotator of empathy in online mental-health support. You answer only with the level."
+)
+
+LEVEL_MECHANISMS = {
+    "ER": (
+        "Emotional Reactions - does the reply show feelings the replier has after reading the post, "
+        "such as warmth, compassion, concern or sympathy for the seeker?\n"
+        "0 - no such feeling is expressed.\n"
+        "1 - weak: the feeling is only hinted at, e.g. general comfort or reassurance (\"It will get better\", \"Sending hugs\").\n"
+        "2 - strong: the replier states their own feeling outright (\"I am so sorry you are going through this\")."
+    ),
+    "IP": (
+        "Interpretations - does the reply show that the replier understands the feelings or experiences "
+        "the seeker describes, as inferred from the post?\n"
+        "0 - no understanding is communicated.\n"
+        "1 - weak: a generic claim of understanding (\"I know how you feel\", \"I get it\").\n"
+        "2 - strong: names the specific feeling or situation inferred from the post (\"Being ignored like that "
+        "must feel humiliating\"), or tells of a similar experience of the replier's own."
+    ),
+    "EX": (
+        "Explorations - does the reply ask about feelings or experiences of the seeker that the post does "
+        "not state, to understand them better?\n"
+        "0 - no such question or invitation.\n"
+        "1 - weak: a generic question (\"What happened?\", \"Do you want to talk about it?\").\n"
+        "2 - strong: a specific question about the seeker's feelings or situation (\"Has it felt lonely since you moved?\")."
+    ),
+}
+
+LEVEL_PROMPT = """You will be given a post by a person seeking support and one reply to it.
+
+Your task is to rate the reply on one empathy mechanism, with a level of 0, 1 or 2.
+
+Mechanism and levels:
+
+{mechanism}
+
+Seeker's post:
+
+{post}
+
+Reply:
+
+{response}
+
+Answer with the level only (0, 1 or 2)."""
+
+LEVEL_PREFILL = "Level: "
+
+
+def level_chat(mechanism: str, post: str, response: str, prefill: str | None = LEVEL_PREFILL) -> Chat:
+    """Chat asking for the 0-2 level of `response` (to seeker `post`) on mechanism ER, IP or EX."""
+    if mechanism not in LEVEL_MECHANISMS:
+        from .errors import PipelineError
+
+        raise PipelineError(f"level judge: unknown mechanism {mechanism!r} (use {', '.join(LEVEL_MECHANISMS)})")
+    chat: Chat = [
+        {"role": "system", "content": LEVEL_SYSTEM_PROMPT},
+        {"role": "user", "content": LEVEL_PROMPT.format(mechanism=LEVEL_MECHANISMS[mechanism], post=post,
+                                                        response=response)},
+    ]
+    if prefill:
+        chat.append({"role": "assistant", "content": prefill})
+    return chat
+
+
+# A level is 0, 1 or 2, optionally "/2"; a fraction, another scale or another number is not one.
+_LEVEL_NUMBER = r"(\d+(?:\.\d+)?)(?:\s*/\s*(\d+))?(?![\w.]*\d)"
+_LEVEL_WORDS = {"none": 0, "weak": 1, "strong": 2}
+# "-1" is a negative number, not the answer 1 after a bullet ("- 1" is a bullet).
+_NEGATIVE = re.compile(r"[\s*_]*-\d")
+
+
+def parse_level(reply: str) -> int | None:
+    """The 0-2 level in a judge reply, or None when there is none (the caller counts those, never guesses).
+
+    The reply normally continues the prefilled "Level: ", so it starts with the number ("2",
+    "**1**", "0 - none"); a reply that restarts the form is read by its label ("Level: 2") and one
+    that answers in the codebook's words by its first word ("strong"). Anything else is None.
+    """
+    if not reply or not reply.strip() or _NEGATIVE.match(reply):
+        return None
+    labelled = re.search(r"\blevel\s*[*_]*\s*[:=]\s*[*_]*\s*" + _LEVEL_NUMBER, reply, re.IGNORECASE)
+    match = labelled or re.match(r"[\s*_:=\"'(-]*" + _LEVEL_NUMBER + r"(?![A-Za-z])", reply)
+    if match is None:
+        word = re.match(r"[\s*_:=\"'(-]*([A-Za-z]+)", reply)
+        return _LEVEL_WORDS.get(word.group(1).lower()) if word else None
+    number, scale = match.group(1), match.group(2)
+    if (scale is not None and scale != "2") or "." in number:
+        return None
+    value = int(number)
+    return value if 0 <= value <= 2 else None
+
+
+# ---- pairwise preference: which of two replies is better on one criterion --------------------------
+# The four criteria of Synth-Empathy's human A/B test (§4), defined by us from the paper's one-line
+# descriptions. The judge sees the conversation and "Response 1" / "Response 2" and answers 1, 2 or
+# tie; pairwise.py asks each pair in both orders, so a preference for a position cancels out.
+
+PAIRWISE_SYSTEM_PROMPT = (
+    "You are a careful, impartial judge of dialogue responses. You answer only with 1, 2 or tie."
+)
+
+PAIRWISE_CRITERIA = {
+    "coherence": "Coherence - which response fits the conversation better: it makes sense as the listener's "
+                 "next turn and matches what a good reply would say.",
+    "empathy": "Empathy - which response better grasps the speaker's situation and feelings and shows "
+               "appropriate concern or care.",
+    "informativeness": "Informativeness - which response carries more relevant content (specific remarks, "
+                       "questions or suggestions rather than generic filler).",
+    "continuity": "Continuity - which response better keeps the conversation flowing, so that the speaker "
+                  "can naturally go on talking.",
+}
+
+PAIRWISE_PROMPT = """You will be given a conversation between a speaker and a listener, followed by two candidate responses for the listener's next turn.
+
+Your task is to compare the two responses on one criterion. Ignore their length and their order.
+
+Criterion:
+
+{criterion}
+
+Conversation:
+
+{conversation}
+
+Response 1:
+
+{first}
+
+Response 2:
+
+{second}
+
+Which response is better on this criterion? Answer with "1", "2", or "tie" if they are equally good."""
+
+PAIRWISE_PREFILL = "Better response: "
+
+PREFER_FIRST, PREFER_SECOND, PREFER_TIE = "1", "2", "tie"
+
+
+def pairwise_chat(criterion: str, context: Sequence[str], first: str, second: str,
+                  prefill: str | None = PAIRWISE_PREFILL) -> Chat:
+    """Chat asking which of `first` (Response 1) and `second` (Response 2) is better on `criterion`."""
+    if criterion not in PAIRWISE_CRITERIA:
+        from .errors import PipelineError
+
+        raise PipelineError(f"pairwise judge: unknown criterion {criterion!r} (use {', '.join(PAIRWISE_CRITERIA)})")
+    conversation = "\n".join(f"{'Speaker' if i % 2 == 0 else 'Listener'}: {turn}" for i, turn in enumerate(context))
+    chat: Chat = [
+        {"role": "system", "content": PAIRWISE_SYSTEM_PROMPT},
+        {"role": "user", "content": PAIRWISE_PROMPT.format(criterion=PAIRWISE_CRITERIA[criterion],
+                                                           conversation=conversation, first=first, second=second)},
+    ]
+    if prefill:
+        chat.append({"role": "assistant", "content": prefill})
+    return chat
+
+
+_PREFERENCE_ANSWER = r"(?:response\s*|#\s*)?([12])(?![\w.]*\d)(?![A-Za-z])"
+_TIE_WORDS = ("tie", "equal", "equally", "both", "neither", "same")
+
+
+def parse_preference(reply: str) -> str | None:
+    """PREFER_FIRST, PREFER_SECOND or PREFER_TIE from a judge reply, or None (counted, never a win).
+
+    The reply normally continues the prefilled "Better response: ", so it starts with the answer
+    ("1", "Response 2", "**tie**", "Both are equally good"); a reply that restarts the form is read
+    by its label ("Better response: 2", "Answer: tie"). Anything else, including a reply that only
+    discusses both responses, is None.
+    """
+    if not reply or not reply.strip() or _NEGATIVE.match(reply):
+        return None
+    labelled = re.search(r"\b(?:better\s+response|answer|verdict|winner)\s*[*_]*\s*[:=]\s*[*_\"']*\s*"
+                         r"(tie\b|" + _PREFERENCE_ANSWER + ")", reply, re.IGNORECASE)
+    head = labelled or re.match(r"[\s*_:=\"'(-]*(" + r"|".join(rf"{w}\b" for w in _TIE_WORDS) + "|"
+                                + _PREFERENCE_ANSWER + ")", reply, re.IGNORECASE)
+    if head is None:
+        return None
+    if head.group(2) is not None:
+        return PREFER_FIRST if head.group(2) == "1" else PREFER_SECOND
+    return PREFER_TIE

@@ -20,7 +20,7 @@ import polars as pl
 from . import prompts
 from .errors import PipelineError
 from .io import read_json_list
-from .llm.base import ChatBackend, Sampling
+from .llm.base import SEEDING, ChatBackend, Sampling, request_seed
 from .llm_table import fingerprint, run_sharded
 
 RATINGS_SCHEMA = {
@@ -65,6 +65,7 @@ def rate_samples(
     fp = fingerprint({
         "settings": settings, "sampling": asdict(sampling), "retries": retries, "retry_temperature": retry_temperature,
         "prefill": prefill, "prompt": [prompts.RATING_SYSTEM_PROMPT, prompts.RATING_PROMPT],
+        **(SEEDING if sampling.temperature > 0 or retries > 0 else {}),
     }, samples, ("sample_id", "context", "response"))
     table, shards = run_sharded(
         samples, lambda part, _: _rate_part(backend, part, retries, sampling, retry_temperature, prefill),
@@ -86,6 +87,7 @@ def _rate_part(judge: ChatBackend, part: pl.DataFrame, retries: int, sampling: S
                retry_temperature: float, prefill: str | None) -> pl.DataFrame:
     chats = [prompts.rating_chat(context, response, prefill)
              for context, response in zip(part["context"].to_list(), part["response"].to_list(), strict=True)]
+    ids = part["sample_id"].to_list()
     replies: list[str | None] = [None] * len(chats)
     scores: list[prompts.RatingScores] = [prompts.RatingScores(None, None)] * len(chats)
     attempts = [0] * len(chats)
@@ -93,9 +95,10 @@ def _rate_part(judge: ChatBackend, part: pl.DataFrame, retries: int, sampling: S
     for attempt in range(retries + 1):
         if not pending:
             break
-        call = sampling if attempt == 0 else replace(sampling, temperature=retry_temperature,
-                                                        seed=sampling.seed + attempt)
-        out = judge.generate([chats[i] for i in pending], call)
+        call = sampling if attempt == 0 else replace(sampling, temperature=retry_temperature)
+        # Seeded per sample and attempt: a retry draws the same whichever other samples also failed.
+        seeds = [request_seed(sampling.seed, attempt_key(ids[i], attempt)) for i in pending]
+        out = judge.generate([chats[i] for i in pending], call, seeds)
         if len(out) != len(pending):
             raise PipelineError(f"rate: backend returned {len(out)} replies for {len(pending)} prompts")
         for i, reply in zip(pending, out, strict=True):
@@ -110,6 +113,11 @@ def _rate_part(judge: ChatBackend, part: pl.DataFrame, retries: int, sampling: S
         "raw_reply": replies,
         "attempts": attempts,
     }, schema=SHARD_SCHEMA)
+
+
+def attempt_key(sample_id: str, attempt: int) -> str:
+    """The seed key of one judge call: the sample_id, plus the retry number for retries."""
+    return sample_id if attempt == 0 else f"{sample_id}#retry{attempt}"
 
 
 # ---- importing the authors' ratings ----------------------------------------------------------------

@@ -180,3 +180,78 @@ def render(rows: Sequence[Row], fmt: str = "md") -> str:
         lines.append("(stale lock): that source's dvc.lock does not describe its code, so its numbers were made "
                      "by other code (`empathy check-lock` there says which stages).")
     return "\n".join(lines)
+
+
+# ---- `--ci`: paired bootstrap intervals of each model against a baseline row ----------------------
+
+CI_KEYS = (("B-1", "bleu1"), ("R-1", "rouge1"), ("CIDEr", "cider"))
+PREDICTIONS_DIR = Path("outputs") / "predictions"
+
+
+def ci_rows(rows: Sequence[Row], repo: Path, baseline: str | None = None, n_resamples: int = 1000,
+            seed: int = 0) -> tuple[list[dict], list[str]]:
+    """B − A intervals (compare.py) of every row against the baseline row, from the workspace's predictions.
+
+    Only workspace rows have their per-item predictions at hand (a revision's or an experiment's
+    outputs/predictions are DVC outputs that may not even be in the cache), so other rows get a
+    one-line note instead of an interval.
+    """
+    from .compare import compare, pair, resolve
+
+    if len(rows) < 2:
+        return [], ["(ci): one row only, nothing to compare"]
+    base = next((r for r in rows if r.model == baseline), None) if baseline else rows[0]
+    if base is None:
+        raise PipelineError(f"--baseline {baseline}: no such model among the rows "
+                            f"({', '.join(dict.fromkeys(r.model for r in rows))})")
+    if base.source != "workspace":
+        return [], [f"(ci): baseline {base.source}/{base.model} is not a workspace row; its predictions are "
+                    "not available, so no intervals"]
+    directory = repo / PREDICTIONS_DIR
+    try:
+        a_name, a_df = resolve(base.model, directory)
+    except PipelineError as exc:
+        return [], [f"(ci): baseline skipped: {exc}"]
+    out, notes = [], []
+    for row in rows:
+        if row is base:
+            continue
+        if row.source != "workspace":
+            notes.append(f"(ci): {row.source}/{row.model} skipped: predictions of revisions and experiments "
+                         "are not in the workspace")
+            continue
+        try:
+            b_name, b_df = resolve(row.model, directory)
+            result = compare(pair(a_name, a_df, b_name, b_df), [k for _, k in CI_KEYS],
+                             n_resamples=n_resamples, seed=seed)
+        except PipelineError as exc:
+            notes.append(f"(ci): {row.source}/{row.model} skipped: {exc}")
+            continue
+        out.append({"source": row.source, "model": row.model, "baseline": base.model,
+                    "n_items": result["n_items"], "n_resamples": n_resamples, "seed": seed,
+                    **{m["metric"]: {k: m[k] for k in ("diff", "ci_low", "ci_high", "p_value")}
+                       for m in result["metrics"]}})
+    return out, notes
+
+
+def render_ci(table: str, cis: Sequence[dict], notes: Sequence[str], fmt: str = "md") -> str:
+    """The report followed by the intervals table (md), or both in one JSON object."""
+    if fmt == "json":
+        return json.dumps({"rows": json.loads(table), "ci": list(cis), "notes": list(notes)}, indent=2)
+    if fmt != "md":
+        raise PipelineError("--ci needs --format md or json")
+    lines = [table]
+    if cis:
+        lines += ["", f"Paired bootstrap against {cis[0]['baseline']} (row − baseline, 95 % BCa interval, "
+                      f"permutation p; {cis[0]['n_resamples']} resamples, seed {cis[0]['seed']}):", "",
+                  "| source | model | n | " + " | ".join(f"Δ{c} [95 % CI] | p" for c, _ in CI_KEYS) + " |",
+                  "|" + " --- |" * (3 + 2 * len(CI_KEYS))]
+        for entry in cis:
+            cells = [entry["source"], entry["model"], str(entry["n_items"])]
+            for _, key in CI_KEYS:
+                m = entry[key]
+                cells += [f"{m['diff']:+.2f} [{m['ci_low']:+.2f}, {m['ci_high']:+.2f}]", f"{m['p_value']:.3f}"]
+            lines.append("| " + " | ".join(cells) + " |")
+    if notes:
+        lines += ["", *notes]
+    return "\n".join(lines)

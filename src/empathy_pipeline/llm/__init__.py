@@ -1,8 +1,8 @@
 """LLM backends behind one interface (see base.ChatBackend); choose one with `load_backend`."""
 
-from .base import Chat, ChatBackend, Sampling
+from .base import Chat, ChatBackend, Sampling, request_seed, seeds_for
 
-__all__ = ["Chat", "ChatBackend", "Sampling", "load_backend"]
+__all__ = ["Chat", "ChatBackend", "Sampling", "load_backend", "request_seed", "seeds_for"]
 
 
 def load_backend(cfg, model: str | None = None, adapter: str | None = None) -> ChatBackend:

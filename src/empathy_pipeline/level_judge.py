@@ -1,0 +1,134 @@
+"""An LLM judge for the EPITOME levels, and its agreement with the human annotators.
+
+EPITOME (Sharma et al., EMNLP 2020) labels a (seeker post, response) pair 0 / 1 / 2 on three
+mechanisms: Emotional Reactions (ER), Interpretations (IP), Explorations (EX). The judge gets the
+codebook of one mechanism as a prompt (prompts.level_chat) and answers a level, greedily, one call
+per (post, reply, mechanism). A reply that does not parse stays unparsed: it is counted and left
+out of κ and accuracy, never replaced by a guess.
+
+`empathy judge-levels` runs it on held-out EPITOME pairs and reports quadratic-weighted Cohen's κ
+per mechanism beside the anchor of Kumar et al. (arXiv 2506.10150): a user who wants an LLM to
+score empathy reads here how far the chosen judge is from that.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+from . import prompts
+from .epitome import LEVELS, MECHANISMS, group_split, load_pairs
+from .errors import PipelineError
+from .io import sample_rows
+from .llm.base import ChatBackend, Sampling
+
+# Expert-vs-LLM quadratic-weighted κ for frontier judges on 50 EPITOME conversations.
+KUMAR_2025_KAPPA = {"ER": 0.64, "IP": 0.59, "EX": 0.76}
+DEFAULT_SAMPLING = Sampling(max_new_tokens=6)  # greedy; a level is one token, a little slack for "**2**"
+# The split of epitome.group_split when params.yaml has no `epitome` section; the command passes that
+# section's held_out_fraction and seed, so that the judge and the classifiers score the same pairs.
+HELD_OUT_FRACTION = 0.2
+SPLIT_SEED = 0
+
+
+# ---- the EPITOME pairs -----------------------------------------------------------------------------
+
+def held_out_pairs(data_dir: str | Path, fraction: float = HELD_OUT_FRACTION, seed: int = SPLIT_SEED) -> pl.DataFrame:
+    """The held-out side of epitome.py's split by seeker post, as pair_id, seeker_post, response_post, ER, IP, EX.
+
+    The same loader (duplicates kept once, majority level) and split the level classifiers use:
+    with the classifiers' fraction and seed these are the pairs they were not trained on.
+    """
+    pairs, _ = load_pairs(data_dir)
+    _, test = group_split(pairs, fraction, seed)
+    return test.rename({"rp_id": "pair_id"})
+
+
+# ---- judging ---------------------------------------------------------------------------------------
+
+def judge_levels(backend: ChatBackend, pairs: pl.DataFrame, mechanisms: Sequence[str] = MECHANISMS,
+                 sampling: Sampling = DEFAULT_SAMPLING) -> pl.DataFrame:
+    """One judge call per (pair, mechanism): pair_id, mechanism, human, judge (null = unparsed), raw_reply."""
+    if sampling.temperature != 0:
+        raise PipelineError("level judge: temperature must be 0 (agreement of a sampled judge is not reproducible)")
+    jobs = [(pid, m, post, reply, int(human))
+            for m in mechanisms
+            for pid, post, reply, human in pairs.select("pair_id", "seeker_post", "response_post", m).iter_rows()]
+    chats = [prompts.level_chat(m, post, reply) for _, m, post, reply, _ in jobs]
+    replies = backend.generate(chats, sampling) if chats else []
+    if len(replies) != len(chats):
+        raise PipelineError(f"level judge: backend returned {len(replies)} replies for {len(chats)} prompts")
+    # The backend returns only the continuation of the prefilled "Level: ", which is what is parsed;
+    # a backend that cannot continue a prefill restarts the form ("Level: 2"), which parses as well.
+    return pl.DataFrame({
+        "pair_id": [j[0] for j in jobs], "mechanism": [j[1] for j in jobs], "human": [j[4] for j in jobs],
+        "judge": [prompts.parse_level(r) for r in replies], "raw_reply": replies,
+    }, schema={"pair_id": pl.String, "mechanism": pl.String, "human": pl.Int64, "judge": pl.Int64,
+               "raw_reply": pl.String})
+
+
+def agreement(judged: pl.DataFrame) -> dict:
+    """Per mechanism: n, unparsed count and share, quadratic-weighted κ and accuracy on the parsed pairs,
+    and both level distributions (a judge that always says 0 has κ 0 and a high accuracy on ER)."""
+    from sklearn.metrics import cohen_kappa_score
+
+    out: dict = {}
+    for mechanism in dict.fromkeys(judged["mechanism"].to_list()):
+        rows = judged.filter(pl.col("mechanism") == mechanism)
+        parsed = rows.drop_nulls("judge")
+        human, judge = parsed["human"].to_numpy(), parsed["judge"].to_numpy()
+        kappa = None
+        if parsed.height > 1:
+            with np.errstate(divide="ignore", invalid="ignore"):
+                value = cohen_kappa_score(human, judge, labels=list(LEVELS), weights="quadratic")
+            kappa = None if np.isnan(value) else round(float(value), 4)
+        out[mechanism] = {
+            "n": rows.height,
+            "parsed": parsed.height,
+            "unparsed": rows.height - parsed.height,
+            "unparsed_pct": round(100 * (rows.height - parsed.height) / max(rows.height, 1), 2),
+            "kappa_quadratic": kappa,
+            "accuracy": round(float((human == judge).mean()), 4) if parsed.height else None,
+            "human_levels": {str(level): int((rows["human"] == level).sum()) for level in LEVELS},
+            "judge_levels": {str(level): int((parsed["judge"] == level).sum()) for level in LEVELS},
+            "anchor_kappa": KUMAR_2025_KAPPA.get(mechanism),
+        }
+    return out
+
+
+def run(data_dir: str | Path, backend: ChatBackend, *, n: int | None, seed: int,
+        mechanisms: Sequence[str] = MECHANISMS, held_out_fraction: float = HELD_OUT_FRACTION,
+        split_seed: int = SPLIT_SEED) -> tuple[dict, pl.DataFrame]:
+    """Judge `n` seeded held-out pairs (all when None) on each mechanism; (figures, per-call table)."""
+    unknown = [m for m in mechanisms if m not in MECHANISMS]
+    if unknown:
+        raise PipelineError(f"judge-levels: unknown mechanism(s) {', '.join(unknown)} (use {', '.join(MECHANISMS)})")
+    test = held_out_pairs(data_dir, held_out_fraction, split_seed)
+    pairs = sample_rows(test, n, seed)
+    judged = judge_levels(backend, pairs, mechanisms)
+    figures = {"pairs": pairs.height, "held_out_pairs": test.height, "seed": seed,
+               "split": {"held_out_fraction": held_out_fraction, "seed": split_seed},
+               "mechanisms": agreement(judged)}
+    return figures, judged
+
+
+def format_figures(figures: dict, judge: str) -> str:
+    """The agreement table as the command prints it."""
+    lines = [f"EPITOME level judge {judge}: {figures['pairs']} held-out pairs (of {figures['held_out_pairs']}, "
+             f"seed {figures['seed']}), Reddit posts, quadratic-weighted Cohen's kappa vs the human levels",
+             f"{'mechanism':<10}{'kappa':>8}{'anchor':>8}{'accuracy':>10}{'parsed':>8}{'unparsed':>10}  "
+             f"{'human 0/1/2':<14}judge 0/1/2"]
+    for mechanism, f in figures["mechanisms"].items():
+        kappa = "-" if f["kappa_quadratic"] is None else f"{f['kappa_quadratic']:.3f}"
+        acc = "-" if f["accuracy"] is None else f"{f['accuracy']:.3f}"
+        anchor = "-" if f["anchor_kappa"] is None else f"{f['anchor_kappa']:.2f}"
+        human = "/".join(str(v) for v in f["human_levels"].values())
+        judge_levels = "/".join(str(v) for v in f["judge_levels"].values())
+        lines.append(f"{mechanism:<10}{kappa:>8}{anchor:>8}{acc:>10}{f['parsed']:>8}"
+                     f"{f['unparsed']:>4} ({f['unparsed_pct']:.0f}%)  {human:<14}{judge_levels}")
+    lines.append("anchor: expert-vs-LLM kappa of frontier judges, Kumar et al. 2025 (arXiv 2506.10150); "
+                 "kappa and accuracy count parsed replies only")
+    return "\n".join(lines)

