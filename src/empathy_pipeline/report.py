@@ -25,7 +25,10 @@ MODELS = ("synth_base", "discriminator", "synth", "efficient_base", "expert_sens
 # (column, metrics key) in the order of the papers' tables
 COLUMNS = (("B-1", "bleu1"), ("B-2", "bleu2"), ("B-3", "bleu3"), ("B-4", "bleu4"), ("R-1", "rouge1"),
            ("R-2", "rouge2"), ("R-L", "rougeL"), ("D-1", "dist1"), ("D-2", "dist2"), ("CIDEr", "cider"),
-           ("BERT-P", "bertscore_p"), ("BERT-R", "bertscore_r"), ("BERT-F1", "bertscore_f1"))
+           ("BERT-P", "bertscore_p"), ("BERT-R", "bertscore_r"), ("BERT-F1", "bertscore_f1"),
+           # Mean EPITOME levels (0-2) of the replies, by classifiers trained on Reddit (train_epitome):
+           # for comparing models on ED, not absolute levels.
+           ("ER", "epitome_er_mean"), ("IP", "epitome_ip_mean"), ("EX", "epitome_ex_mean"))
 
 
 @dataclass
