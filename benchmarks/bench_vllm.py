@@ -21,11 +21,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 
-PROMPTS = [
-    "I lost my dog today.", "My sister got married!", "I failed my driving test again.",
-    "My boss yelled at me in front of everyone.", "I finally finished my marathon!",
-    "I miss my grandmother so much.", "Someone stole my bike this morning.", "I got the job!",
-]
+# The transformers benchmark's prompts (this file's directory is on sys.path when run as a script).
+from bench_generation import PROMPTS  # noqa: E402
+
 N_CHATS = 32
 NEW_TOKENS = 64
 BATCH = 16  # the transformers backend's default llm.batch_size
@@ -103,7 +101,7 @@ def main() -> None:
     vl = json.loads(child_out.read_text())
     child_out.unlink()
     result = {"model": "smollm2-135m-instruct", "chats": N_CHATS, "max_new_tokens": NEW_TOKENS, "greedy": True,
-              "machine": f"{platform.machine()}, {os.cpu_count()} cores (shared with other work when measured)"}
+              "machine": f"{platform.machine()}, {os.cpu_count()} cores"}
     for name, part in (("transformers", hf), ("vllm", vl)):
         replies = part.pop("replies")
         tokens = sum(len(tokenizer.encode(r, add_special_tokens=False)) for r in replies)
