@@ -213,3 +213,22 @@ def test_stage_rejects_an_empty_training_set_in_one_line(tmp_path):
     assert proc.returncode == 1
     assert proc.stderr.strip().splitlines() == [
         "error: train: data/split/rationality.parquet: no training samples"]
+
+
+def test_saved_configs_do_not_depend_on_the_process(tmp_path):
+    """peft's set-ordered target_modules and the env-dependent local_files_only are normalised, so two
+    saves of the same adapter hash the same whatever PYTHONHASHSEED or HF_HUB_OFFLINE were."""
+    import json
+
+    from empathy_pipeline.models import stabilise_saved_configs
+
+    for name, modules, offline in (("a", ["v_proj", "q_proj", "o_proj"], True), ("b", ["o_proj", "v_proj", "q_proj"], False)):
+        d = tmp_path / name
+        d.mkdir()
+        (d / "adapter_config.json").write_text(json.dumps({"r": 8, "target_modules": modules}))
+        (d / "tokenizer_config.json").write_text(json.dumps({"eos_token": "<e>", "local_files_only": offline}))
+        stabilise_saved_configs(d)
+    for file in ("adapter_config.json", "tokenizer_config.json"):
+        assert (tmp_path / "a" / file).read_bytes() == (tmp_path / "b" / file).read_bytes(), file
+    assert json.loads((tmp_path / "a" / "adapter_config.json").read_text())["target_modules"] == ["o_proj", "q_proj", "v_proj"]
+    assert "local_files_only" not in json.loads((tmp_path / "a" / "tokenizer_config.json").read_text())

@@ -21,7 +21,7 @@ import torch
 
 from .errors import PipelineError
 from .io import atomic_path
-from .models import torch_dtype
+from .models import stabilise_saved_configs, torch_dtype
 from .training import ROUTER_SUFFIX
 
 # Dense architectures whose layers Mixtral reproduces exactly (same attention, RMSNorm, gated FFN).
@@ -168,6 +168,7 @@ def btx_merge(base_dir: str | Path, expert_s_dir: str | Path, expert_r_dir: str 
     with atomic_path(out_dir) as tmp:
         moe.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
+        stabilise_saved_configs(tmp)
     n_router = sum(p.numel() for name, p in moe.named_parameters() if name.endswith(ROUTER_SUFFIX))
     return {
         "parameters": sum(p.numel() for p in moe.parameters()),

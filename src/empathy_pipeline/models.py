@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import json
 import time
 from pathlib import Path
 
@@ -87,6 +88,27 @@ def materialize_chat_model(name: str, out_dir: str | Path, dtype: str = "bfloat1
         "parameters": sum(p.numel() for p in model.parameters()),
         "seconds": round(time.time() - started, 1),
     }
+
+
+def stabilise_saved_configs(directory: str | Path) -> None:
+    """Rewrite the saved config entries whose bytes depend on the process, not on the model.
+
+    peft stores `target_modules` as a set, so adapter_config.json lists them in an order that
+    changes with PYTHONHASHSEED; tokenizer_config.json records `local_files_only`, which follows
+    whether HF_HUB_OFFLINE was set. Either would change DVC's hash of an identical model.
+    """
+    directory = Path(directory)
+    adapter = directory / "adapter_config.json"
+    if adapter.exists():
+        config = json.loads(adapter.read_text())
+        if isinstance(config.get("target_modules"), list):
+            config["target_modules"] = sorted(config["target_modules"])
+            adapter.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+    tokenizer = directory / "tokenizer_config.json"
+    if tokenizer.exists():
+        config = json.loads(tokenizer.read_text())
+        if config.pop("local_files_only", None) is not None:
+            tokenizer.write_text(json.dumps(config, indent=2, sort_keys=True, ensure_ascii=False) + "\n")
 
 
 def resolve_chat_model(name: str, base_dir: str | Path) -> str:

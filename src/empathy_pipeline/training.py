@@ -40,7 +40,7 @@ from transformers.trainer_utils import get_last_checkpoint
 from . import prompts
 from .errors import PipelineError
 from .io import atomic_path, read_parquet, sample_rows
-from .models import torch_dtype
+from .models import stabilise_saved_configs, torch_dtype
 
 IGNORE_INDEX = -100  # label value the loss skips (torch CrossEntropyLoss ignore_index)
 TRAIN_KEYS = ("max_steps", "epochs", "learning_rate", "batch_size", "gradient_accumulation_steps",
@@ -232,6 +232,7 @@ def run_trainer(model, tokenizer, examples: Sequence[dict], train_cfg: dict, out
         with atomic_path(out_dir) as tmp:
             trainer.save_model(str(tmp))
             (tmp / "training_args.bin").unlink(missing_ok=True)  # a pickle of our args, not the model
+            stabilise_saved_configs(tmp)
         shutil.rmtree(work_dir, ignore_errors=True)
     else:
         # Other ranks join the ZeRO-3 weight gather; only the main process writes anything.
