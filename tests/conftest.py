@@ -37,3 +37,11 @@ def paper_data_dir() -> Path:
     if not (d / "test_results.json").exists():
         pytest.skip(f"papers' preprocessed data not found at {d}")
     return d
+
+
+@pytest.fixture(scope="session")
+def epitome_dir() -> Path:
+    d = SHARED_DATA / "epitome"
+    if not (d / "emotional-reactions-reddit.csv").exists():
+        pytest.skip(f"EPITOME data not found at {d} (tests read it from ../shared)")
+    return d

@@ -14,7 +14,6 @@ from pathlib import Path
 
 import polars as pl
 import pytest
-from conftest import SHARED_DATA
 from dvc_spec import ROOT, stage_argv
 
 from empathy_pipeline import epitome
@@ -23,14 +22,6 @@ from empathy_pipeline.errors import PipelineError
 EMPATHY = str(Path(sys.executable).parent / "empathy")
 EMPATHIC = "I'm so sorry, that sounds terrifying. I feel really sad for you. Are you feeling alone right now?"
 FLAT = "Submit the form by Monday."
-
-
-@pytest.fixture(scope="module")
-def epitome_dir() -> Path:
-    d = SHARED_DATA / "epitome"
-    if not (d / "emotional-reactions-reddit.csv").exists():
-        pytest.skip(f"EPITOME data not found at {d} (tests read it from ../shared)")
-    return d
 
 
 @pytest.fixture(scope="module")

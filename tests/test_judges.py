@@ -253,13 +253,6 @@ def test_kappa_accuracy_and_unparsed_share_match_sklearn_on_a_fixed_set():
     assert figures["judge_levels"] == {"0": 4, "1": 3, "2": 3} and figures["anchor_kappa"] == 0.59
 
 
-@pytest.fixture(scope="module")
-def epitome_dir() -> Path:
-    if not (EPITOME / "emotional-reactions-reddit.csv").is_file():
-        pytest.skip(f"EPITOME not found at {EPITOME}")
-    return EPITOME
-
-
 def test_an_oracle_judge_agrees_perfectly_and_a_rambling_one_is_all_unparsed(epitome_dir):
     test = held_out_pairs(epitome_dir)
     truth = {(m, post, reply): level for m in ("ER", "IP", "EX")

@@ -162,7 +162,7 @@ def _context_text(turns) -> str:
     return "\n".join(f"{'Speaker' if i % 2 == 0 else 'Listener'}: {t}" for i, t in enumerate(turns))
 
 
-def _with_context(joined: pl.DataFrame, a: Side, b: Side, contexts: Path | None) -> pl.DataFrame:
+def with_context(joined: pl.DataFrame, a: Side, b: Side, contexts: Path | None) -> pl.DataFrame:
     """Attach `context`: from the predictions (A's, checked against B's), else from the test split."""
     if "context" in joined.columns and "context_b" in joined.columns:
         for row in joined.select("sample_id", "context", "context_b").iter_rows(named=True):
@@ -210,7 +210,7 @@ def export(a_spec: str, b_spec: str, n: int, seed: int, out_dir: Path | None = N
     if n > joined.height:
         note = f"--n {n} is more than the {joined.height} items both models answered: the sheet has {joined.height}"
         n = joined.height
-    joined = _with_context(sample_rows(joined, n, seed), a, b, contexts)
+    joined = with_context(sample_rows(joined, n, seed), a, b, contexts)
     # Separate streams for presentation order and reply order: changing n reshuffles both, but
     # the sampled items depend on the seed alone (io.sample_rows, the pipeline's one sampling rule).
     order_rng = np.random.default_rng([seed, 1])

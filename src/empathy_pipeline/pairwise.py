@@ -25,7 +25,7 @@ import polars as pl
 import yaml
 
 from . import prompts
-from .ab import Side, Tally, _with_context, count_verdicts, format_tally, tally_json
+from .ab import Side, Tally, count_verdicts, format_tally, tally_json, with_context
 from .errors import PipelineError
 from .io import sample_rows
 from .llm.base import ChatBackend, Sampling
@@ -48,7 +48,7 @@ def pair_items(a: Side, b: Side, contexts: Path | None) -> pl.DataFrame:
         on="sample_id", how="inner", maintain_order="left")
     if joined.height == 0:
         raise PipelineError(f"{a.name} and {b.name}: no sample_id in common (were they evaluated on the same test set?)")
-    return _with_context(joined, a, b, contexts).select("sample_id", "context", "a", "b")
+    return with_context(joined, a, b, contexts).select("sample_id", "context", "a", "b")
 
 
 # ---- judging ---------------------------------------------------------------------------------------
