@@ -14,7 +14,7 @@ export TRANSFORMERS_OFFLINE ?= 1
 export HF_EVALUATE_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: setup lock check check-lock demo test bench lint clean
+.PHONY: setup lock check check-lock demo test bench claims lint clean
 
 setup: $(VENV)/.installed
 
@@ -94,6 +94,12 @@ check-lock: setup
 
 bench: setup
 	@for b in benchmarks/bench_*.py; do echo "== $$b"; python $$b || exit 1; done
+
+# The papers' nine claims on real ED at CPU scale (profiles/real-mini.yaml, about 4 h on 2 cores): each
+# arm a DVC experiment of this workspace, finished arms kept in benchmarks/results/claims/ (commit them;
+# a rerun skips them). Not part of `make test`; tests/test_claims.py runs a smoke version.
+claims: setup
+	empathy claims --profile real-mini
 
 lint: setup
 	ruff check src stages tests benchmarks

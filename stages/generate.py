@@ -1,6 +1,7 @@
-"""Generate the synthetic dataset: Synthetic Dataset = LLM(Prompt(ED Data)) (Synth-Empathy §3.1)."""
+"""Generate the synthetic dataset: Synthetic Dataset = LLM(Prompt(ED Data)), by generate.recipe:
+Synth-Empathy's multi-round prompts (§3.1) or the SYNTHEMPATHY corpus recipe."""
 
-from empathy_pipeline import generation, params, stage
+from empathy_pipeline import generation, params, stage, synthempathy
 from empathy_pipeline.io import read_parquet, write_json, write_parquet
 from empathy_pipeline.llm import Sampling, load_backend
 from empathy_pipeline.llm_table import LazyBackend
@@ -8,24 +9,29 @@ from empathy_pipeline.models import model_fingerprint, resolve_chat_model
 from empathy_pipeline.stage import In, Out
 
 
-def main(train: In, base: In, out: Out, rejects: Out, shards: Out, metrics: Out) -> None:
+def main(train: In, base: In, epitome: In, out: Out, rejects: Out, shards: Out, metrics: Out) -> None:
     p, llm = params.load("generate"), params.load("llm")
     model = resolve_chat_model(p.model, base)
-    seeds = generation.select_seeds(read_parquet(train), p.num_seeds, p.seed)
-    completions, shard_counts = generation.generate_completions(
-        seeds, LazyBackend(lambda: load_backend(llm, model=model)), shard_dir=shards,
-        prompt_variant=p.prompt_variant, completions_per_seed=p.completions_per_seed,
-        sampling=Sampling.from_params(p), max_response_words=p.max_response_words, shard_size=p.shard_size,
-        settings={"generate": p.model_dump(), "llm": llm.model_dump(), "model": model_fingerprint(model)})
-    samples, rejected, counts = generation.assemble(seeds, completions, generator=model, prompt_variant=p.prompt_variant,
-                                                    max_response_words=p.max_response_words, seed=p.seed)
+    backend = LazyBackend(lambda: load_backend(llm, model=model))
+    settings = {"llm": llm.model_dump(), "model": model_fingerprint(model)}
+    if p.recipe == "synthempathy":  # epitome is read only when generate.synthempathy.epitome_floor is set
+        samples, rejected, counts, shard_counts = synthempathy.generate(
+            read_parquet(train), backend, p, shard_dir=shards, settings=settings, generator=model, epitome_dir=epitome)
+        line = synthempathy.summary_line(counts, shard_counts, out)
+    else:
+        seeds = generation.select_seeds(read_parquet(train), p.num_seeds, p.seed)
+        completions, shard_counts = generation.generate_completions(
+            seeds, backend, shard_dir=shards, prompt_variant=p.prompt_variant,
+            completions_per_seed=p.completions_per_seed, sampling=Sampling.from_params(p),
+            max_response_words=p.max_response_words, shard_size=p.shard_size,
+            settings={"generate": p.model_dump(exclude=generation.SYNTHEMPATHY_KEYS), **settings})
+        samples, rejected, counts = generation.assemble(seeds, completions, generator=model, prompt_variant=p.prompt_variant,
+                                                        max_response_words=p.max_response_words, seed=p.seed)
+        line = generation.summary_line(counts, shard_counts, out)
     write_parquet(samples, out)
     write_parquet(rejected, rejects)
     write_json(metrics, counts)
-    reasons = ", ".join(f"{k.removeprefix('rejected_')} {v}" for k, v in counts.items() if k.startswith("rejected_") and v)
-    print(f"generate: {counts['completions']} completions from {counts['seeds']} seeds -> {counts['parsed']} parsed, "
-          f"{counts['rejected']} rejected ({reasons or 'none'}) -> {counts['samples']} samples in {out} "
-          f"({shard_counts['shards_resumed']} of {shard_counts['shards']} shards resumed)")
+    print(line)
 
 
 if __name__ == "__main__":

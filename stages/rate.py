@@ -1,4 +1,4 @@
-"""Rate every ED train sample for sensibility and rationality with an LLM judge (Efficient-Empathy §3.2)."""
+"""Rate every sample of the pool (ED train, or valid: `rate.pool`) for sensibility and rationality with an LLM judge (Efficient-Empathy §3.2)."""
 
 from empathy_pipeline import params, rating, stage
 from empathy_pipeline.io import read_parquet, sample_rows, write_json, write_parquet
@@ -9,9 +9,9 @@ from empathy_pipeline.prompts import RATING_FORM_PREFIX
 from empathy_pipeline.stage import In, Out
 
 
-def main(train: In, base: In, out: Out, shards: Out, metrics: Out) -> None:
+def main(pool: In, base: In, out: Out, shards: Out, metrics: Out) -> None:
     p, llm = params.load("rate"), params.load("llm")
-    samples = sample_rows(read_parquet(train, nonempty=True), p.max_samples, p.seed)
+    samples = sample_rows(read_parquet(pool, nonempty=True), p.max_samples, p.seed)
     if p.import_file:
         ratings, counts = rating.import_ratings(p.import_file, samples)
         source = f"imported from {p.import_file}"

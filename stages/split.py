@@ -1,4 +1,4 @@
-"""Split the rated ED train set at threshold T into sensibility, rationality and discard sets (Efficient-Empathy Eq. 1–3)."""
+"""Split the rated pool at threshold T into sensibility, rationality and discard sets, plus `all` (every rated sample) (Efficient-Empathy Eq. 1–3)."""
 
 from empathy_pipeline import params, stage
 from empathy_pipeline.io import atomic_path, read_parquet, write_json
@@ -7,9 +7,9 @@ from empathy_pipeline.split import split_samples
 from empathy_pipeline.stage import In, Out
 
 
-def main(train: In, ratings: In, out_dir: Out, metrics: Out, histogram: Out) -> None:
+def main(pool: In, ratings: In, out_dir: Out, metrics: Out, histogram: Out) -> None:
     threshold = params.load("split").threshold
-    tables, labelled, summary = split_samples(read_parquet(train, nonempty=True), read_parquet(ratings), threshold)
+    tables, labelled, summary = split_samples(read_parquet(pool, nonempty=True), read_parquet(ratings), threshold)
     with atomic_path(out_dir) as tmp:
         tmp.mkdir()
         for name, table in tables.items():
@@ -20,7 +20,8 @@ def main(train: In, ratings: In, out_dir: Out, metrics: Out, histogram: Out) -> 
         if summary[name] == 0:
             print(f"split: warning: the {name} set is empty at threshold {threshold}; "
                   f"its expert has no training data (see {histogram})")
-    print("split: " + ", ".join(f"{name} {summary[name]}" for name in (*tables, "missing"))
+    print("split: " + ", ".join(f"{name} {table.height}" for name, table in tables.items())
+          + f", missing {summary['missing']}"
           + f" at T={threshold} -> {out_dir}/")
 
 

@@ -39,6 +39,8 @@ def stages() -> dict[str, dict]:
     for name, stage in spec["stages"].items():
         if "foreach" in stage:
             items = stage["foreach"]
+            if isinstance(items, str):  # foreach: ${section} iterates a params dict (DVC's own rule)
+                items = lookup(params, re.fullmatch(r"\$\{([a-z_][a-z_.0-9]*)\}", items).group(1))
             pairs = items.items() if isinstance(items, dict) else ((str(i), i) for i in items)
             for key, item in pairs:
                 out[f"{name}@{key}"] = _substitute(stage["do"], key, item)

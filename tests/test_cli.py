@@ -27,7 +27,7 @@ def run(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
 
 def test_demo_profile_covers_every_key_of_the_paper_profiles_and_is_params_yaml():
     demo = load_profile("demo")
-    for name in PAPER_PROFILES:
+    for name in (*PAPER_PROFILES, "real-mini"):
         missing = sorted(load_profile(name).keys() - demo.keys())
         assert not missing, f"profiles/demo.yaml lacks {missing}: `empathy profile demo` would not switch back"
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
@@ -48,7 +48,7 @@ def test_profile_switch_round_trips_and_keeps_comments(tmp_path, name):
     assert yaml.safe_load(params.read_text()) == yaml.safe_load((ROOT / "params.yaml").read_text())
     bad = run("profile", "nope", "--params-file", str(params))
     assert bad.returncode == 1 and bad.stderr.strip() == (
-        "error: unknown profile 'nope' (known: demo, efficient-empathy, synth-empathy)")
+        "error: unknown profile 'nope' (known: demo, efficient-empathy, real-mini, synth-empathy)")
 
 
 def test_score_prints_the_metrics_json(tmp_path):

@@ -78,7 +78,7 @@ def test_two_cpu_runs_of_the_cheap_stages_are_byte_identical(tmp_path):
         times = list(pool.map(run_cheap_dag, (tmp_path / "a", tmp_path / "b"), ("0", "1")))
     assert set(times[0]) == set(STAGES_RUN)
     a, b = written(tmp_path / "a"), written(tmp_path / "b")
-    expected = {"data/prepared/train.parquet", "data/prepared/test.parquet", "data/ratings/train.parquet",
+    expected = {"data/prepared/train.parquet", "data/prepared/test.parquet", "data/ratings/ratings.parquet",
                 "data/split/sensibility.parquet", "data/synth/scores.parquet", "data/synth/sample_embeddings.npy",
                 "data/selection/quality.parquet", "data/selection/diverse.parquet", "metrics/provenance.json",
                 "metrics/prepare.json", "metrics/rate.json", "metrics/split.json", "metrics/selection.json",

@@ -77,7 +77,7 @@ def test_prepare_on_a_header_only_split_names_the_file(tmp_path, fmt):
     assert not (tmp_path / "data/prepared/test.parquet").exists()
 
 
-@pytest.mark.parametrize("name, option", [("rate", "train"), ("split", "train"), ("evaluate@synth_base", "test")])
+@pytest.mark.parametrize("name, option", [("rate", "pool"), ("split", "pool"), ("evaluate@synth_base", "test")])
 def test_a_parquet_with_no_rows_fed_to_a_stage_names_the_file(tmp_path, name, option):
     project(tmp_path, rate={"import_file": None})
     _, options = command(STAGES[name])
@@ -95,9 +95,9 @@ def test_an_unreadable_parquet_fed_to_a_stage_names_the_file(tmp_path):
     project(tmp_path)
     _, options = command(STAGES["split"])
     (tmp_path / "data/prepared").mkdir(parents=True)
-    (tmp_path / options["train"][0]).write_bytes(b"PAR1 this is not a parquet file")
+    (tmp_path / options["pool"][0]).write_bytes(b"PAR1 this is not a parquet file")
     line = one_error_line(stage("split", tmp_path))
-    assert line.startswith(f"error: split: {options['train'][0]}: cannot read (")
+    assert line.startswith(f"error: split: {options['pool'][0]}: cannot read (")
 
 
 # ---- a params value of the wrong type ------------------------------------------------------------

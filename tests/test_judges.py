@@ -2,16 +2,19 @@
 
 Judges with a known behaviour are served for real: backend doubles whose `generate` answers by a
 fixed rule (a judge's behaviour is what is under test), a chat-completions server on 127.0.0.1
-behind the real openai backend, and the embedded SmolLM2 through the two commands.
+behind the real openai backend, and the embedded SmolLM2 through the two commands. Human A/B
+sheets are made by the real `ab.export` and filled as a rater would fill sheet.csv.
 """
 
 from __future__ import annotations
 
+import csv
 import json
 import re
 import subprocess
 import sys
 import threading
+from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -21,12 +24,13 @@ import pytest
 from conftest import SHARED_DATA
 from sklearn.metrics import cohen_kappa_score
 
-from empathy_pipeline import prompts
+from empathy_pipeline import ab, prompts
 from empathy_pipeline.ab import load_side
 from empathy_pipeline.errors import PipelineError
-from empathy_pipeline.level_judge import agreement, held_out_pairs, judge_levels
+from empathy_pipeline.level_judge import agreement, format_figures, held_out_pairs, judge_levels
 from empathy_pipeline.level_judge import run as run_levels
 from empathy_pipeline.llm import load_backend
+from empathy_pipeline.llm.base import Sampling, request_seed
 from empathy_pipeline.pairwise import CRITERIA, combine, shared_base_warnings
 from empathy_pipeline.pairwise import run as run_pairs
 
@@ -38,16 +42,23 @@ _RESPONSES = re.compile(r"Response 1:\n\n(.*?)\n\nResponse 2:\n\n(.*?)\n\nWhich 
 # ---- judges with a known behaviour -----------------------------------------------------------------
 
 class RuleJudge:
-    """A backend whose reply to each chat is rule(user message): the judge's behaviour under test."""
+    """A backend whose reply to each chat is rule(user message): the judge's behaviour under test.
+
+    With `sampled_rule`, a sampled call (temperature > 0: a retry) answers by that rule instead.
+    `asked` records (temperature, seed, user message) of every chat.
+    """
 
     name = "rule"
 
-    def __init__(self, rule):
-        self.rule, self.calls = rule, 0
+    def __init__(self, rule, sampled_rule=None):
+        self.rule, self.sampled_rule, self.calls, self.asked = rule, sampled_rule or rule, 0, []
 
     def generate(self, chats, sampling, seeds=None):
         self.calls += len(chats)
-        return [self.rule(next(m["content"] for m in chat if m["role"] == "user")) for chat in chats]
+        users = [next(m["content"] for m in chat if m["role"] == "user") for chat in chats]
+        self.asked += [(sampling.temperature, seed, user) for seed, user in zip(seeds or [None] * len(chats), users)]
+        rule = self.rule if sampling.temperature == 0 else self.sampled_rule
+        return [rule(user) for user in users]
 
 
 def shown(prompt: str) -> tuple[str, str]:
@@ -61,8 +72,9 @@ def prefers_longer(prompt: str) -> str:
     return "1" if len(first.split()) >= len(second.split()) else "2"  # equal length: the first shown
 
 
-def write_predictions(path: Path, model: str, replies: list[str], contexts: list[list[str]] | None = None) -> Path:
-    data = {"sample_id": [f"s{i}" for i in range(len(replies))], "model": [model] * len(replies),
+def write_predictions(path: Path, model: str, replies: list[str], contexts: list[list[str]] | None = None,
+                      id_prefix: str = "s") -> Path:
+    data = {"sample_id": [f"{id_prefix}{i}" for i in range(len(replies))], "model": [model] * len(replies),
             "prediction": replies, "reference": ["ref"] * len(replies)}
     if contexts is not None:
         data["context"] = contexts
@@ -145,35 +157,44 @@ def test_a_judge_that_prefers_the_longer_reply_shows_in_the_length_bins(two_mode
     assert "| coherence | 0.0% (4) | 0.0% (2) | 100.0% (4) |" in result.text()
 
 
-# A chat-completions server on 127.0.0.1 whose model prefers the longer reply.
-class _Handler(BaseHTTPRequestHandler):
-    def log_message(self, *args):
-        pass
+@contextmanager
+def served_judge(answer, monkeypatch):
+    """The real openai backend, talking to a chat-completions server on 127.0.0.1 whose model replies
+    answer(user message, request body); yields (backend, the request bodies seen)."""
+    seen: list[dict] = []
 
-    def do_POST(self):
-        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        user = next(m["content"] for m in body["messages"] if m["role"] == "user")
-        data = json.dumps({"id": "x", "object": "chat.completion", "created": 0, "model": body["model"],
-                           "choices": [{"index": 0, "finish_reason": "stop",
-                                        "message": {"role": "assistant", "content": prefers_longer(user)}}]}).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
 
+        def do_POST(self):
+            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            seen.append(body)
+            user = next(m["content"] for m in body["messages"] if m["role"] == "user")
+            data = json.dumps({"id": "x", "object": "chat.completion", "created": 0, "model": body["model"],
+                               "choices": [{"index": 0, "finish_reason": "stop",
+                                            "message": {"role": "assistant", "content": answer(user, body)}}]}).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
 
-def test_the_judge_served_over_http_through_the_openai_backend(two_models, tmp_path, monkeypatch):
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     monkeypatch.setenv("JUDGE_URL", f"http://127.0.0.1:{server.server_address[1]}/v1")
     try:
-        backend = load_backend({"backend": "openai", "base_url_env": "JUDGE_URL", "api_key_env": "JUDGE_KEY",
-                                "concurrency": 4, "max_retries": 0, "timeout": 10, "show_progress": False},
-                               model="served-judge")
-        result, _ = pairs(*two_models, backend, tmp_path)
+        yield load_backend({"backend": "openai", "base_url_env": "JUDGE_URL", "api_key_env": "JUDGE_KEY",
+                            "concurrency": 4, "max_retries": 0, "timeout": 10, "show_progress": False},
+                           model="served-judge"), seen
     finally:
         server.shutdown()
+        server.server_close()
+
+
+def test_the_judge_served_over_http_through_the_openai_backend(two_models, tmp_path, monkeypatch):
+    with served_judge(lambda user, body: prefers_longer(user), monkeypatch) as (backend, _):
+        result, _ = pairs(*two_models, backend, tmp_path)
     for t in result.tallies:
         assert (t.a_wins, t.ties, t.b_wins) == (4, 2, 4)
         assert result.consistency[t.criterion] == 0.8  # the two equal-length items flip
@@ -214,6 +235,179 @@ def test_missing_or_unusable_prediction_files_are_one_line_errors(tmp_path):
         pairs(a, b, RuleJudge(lambda p: "1"), tmp_path)
 
 
+# ---- judge vs human on the same items ---------------------------------------------------------------
+# Twelve items; per item, what the judge says and what the rater wrote, both about model A:
+# items 0-9 carry a verdict from both, item 10 the judge cannot answer, item 11 the rater left blank.
+JUDGE_SAYS = ["a", "a", "a", "b", "b", "tie", "tie", "a", "b", "tie", None, "a"]
+HUMAN_SAYS = ["a", "a", "b", "b", "tie", "tie", "a", "a", "b", "b", "b", None]
+# By hand on items 0-9 (judge rows x human columns, a/tie/b): a 3/0/1, tie 1/1/1, b 0/1/2.
+# Observed agreement (3+1+2)/10 = 0.6. Marginals: judge a 4, tie 3, b 3; human a 4, tie 2, b 4;
+# chance agreement (4*4 + 3*2 + 3*4)/100 = 0.34; kappa = (0.6 - 0.34) / (1 - 0.34) = 0.26/0.66 = 0.3939.
+HAND_KAPPA = 0.3939
+
+
+@pytest.fixture
+def rated_pair(tmp_path):
+    """Predictions of two models on 12 items, and a judge that says JUDGE_SAYS in both orders."""
+    contexts = [[f"i could not sleep before exam {i} .", "that sounds stressful ."] for i in range(12)]
+    a = load_side(str(write_predictions(tmp_path / "a.parquet", "model_a", [f"reply a {i} ." for i in range(12)], contexts)))
+    b = load_side(str(write_predictions(tmp_path / "b.parquet", "model_b", [f"reply b {i} ." for i in range(12)], contexts)))
+
+    def says(prompt: str) -> str:
+        first, _ = shown(prompt)
+        side, item = re.match(r"reply (a|b) (\d+)", first).groups()
+        verdict = JUDGE_SAYS[int(item)]
+        if verdict is None:
+            return "Hard to say, it depends on the speaker."
+        return "tie" if verdict == "tie" else "1" if verdict == side else "2"
+
+    return a, b, RuleJudge(says)
+
+
+def fill_sheet(out_dir: Path, says: list[str | None], *, swapped: bool = False) -> tuple[Path, Path]:
+    """Write each item's verdict about A into every criterion of the exported sheet.csv, as a rater would."""
+    key = {row["item"]: row for row in csv.DictReader((out_dir / "key.csv").open(encoding="utf-8", newline=""))}
+    with (out_dir / "sheet.csv").open(encoding="utf-8", newline="") as f:
+        rows = list(csv.DictReader(f))
+    for row in rows:
+        verdict = says[int(key[row["item"]]["sample_id"][1:])]
+        if verdict is not None and swapped:  # the sheet's A is the judge's B
+            verdict = {"a": "b", "b": "a", "tie": "tie"}[verdict]
+        a_is_1 = key[row["item"]]["reply_1"] == "A"
+        cell = "" if verdict is None else "tie" if verdict == "tie" else "1" if (verdict == "a") == a_is_1 else "2"
+        row.update(dict.fromkeys(ab.CRITERIA, cell))
+    filled = out_dir / "sheet-filled.csv"
+    filled.write_text(ab.rows_to_csv(rows, ab.SHEET_COLUMNS), encoding="utf-8", newline="")
+    return filled, out_dir / "key.csv"
+
+
+def test_judge_and_human_agreement_on_the_shared_items_matches_the_hand_computed_kappa(rated_pair, tmp_path):
+    a, b, judge = rated_pair
+    ab.export(str(tmp_path / "a.parquet"), str(tmp_path / "b.parquet"), 12, 0, tmp_path / "ab", contexts=None)
+    result, _ = pairs(a, b, judge, tmp_path, human=fill_sheet(tmp_path / "ab", HUMAN_SAYS))
+    human = result.human
+    assert (human.sheet_items, human.shared_items) == (12, 12)
+    for row in human.criteria:
+        assert (row["n"], row["agreement"], row["kappa"]) == (10, 0.6, HAND_KAPPA)
+        assert row["judge"] == {"a_wins": 4, "ties": 3, "b_wins": 3}
+        assert row["human"] == {"a_wins": 4, "ties": 2, "b_wins": 4}
+        assert (row["judge_unparsed"], row["human_blank"]) == (1, 1)
+    # the judge's own tally (all 12 items) and the retried replies of the item it cannot answer
+    assert all((t.a_wins, t.ties, t.b_wins, t.skipped) == (5, 3, 3, 1) for t in result.tallies)
+    assert result.replies["empathy"] == {"retried_replies": 2, "unparsed_replies": 2}
+    assert "| empathy | 10 | 60.0% | 0.394 | 4 / 3 / 3 | 4 / 2 / 4 | 1 | 1 |" in result.text()
+    assert result.as_json()["human"]["criteria"][0]["kappa"] == HAND_KAPPA
+
+    # The same rater on a sheet exported the other way round (A and B swapped) agrees just as much.
+    ab.export(str(tmp_path / "b.parquet"), str(tmp_path / "a.parquet"), 12, 0, tmp_path / "ba", contexts=None)
+    swapped, _ = pairs(a, b, judge, tmp_path, human=fill_sheet(tmp_path / "ba", HUMAN_SAYS, swapped=True))
+    assert swapped.human.criteria == human.criteria
+
+    # A rater who says what the judge says agrees fully; kappa is 1.
+    perfect, _ = pairs(a, b, judge, tmp_path, human=fill_sheet(tmp_path / "ab", JUDGE_SAYS))
+    assert all((r["n"], r["agreement"], r["kappa"]) == (11, 1.0, 1.0) for r in perfect.human.criteria)
+
+
+def test_export_and_judge_with_the_same_n_and_seed_see_the_same_items(rated_pair, tmp_path):
+    a, b, judge = rated_pair
+    # Predictions without a context column: both look the contexts up in the test split.
+    split = tmp_path / "test.parquet"
+    pl.DataFrame({"sample_id": [f"s{i}" for i in range(12)],
+                  "context": [[f"i could not sleep before exam {i} .", "that sounds stressful ."] for i in range(12)]}
+                 ).write_parquet(split)
+    bare = [load_side(str(write_predictions(tmp_path / f"{m}.parquet", f"model_{m}", [f"reply {m} {i} ." for i in range(12)])))
+            for m in ("a", "b")]
+    ab.export(str(tmp_path / "a.parquet"), str(tmp_path / "b.parquet"), 5, 3, tmp_path / "ab", contexts=split)
+    result, _ = run_pairs(*bare, judge, judge="stub-judge", backend_name="double", n=5, seed=3, contexts=split,
+                          repo=tmp_path, human=fill_sheet(tmp_path / "ab", HUMAN_SAYS))
+    assert (result.items, result.human.sheet_items, result.human.shared_items) == (5, 5, 5)
+
+
+def test_a_sheet_of_other_items_is_a_one_line_error_before_any_judge_call(rated_pair, tmp_path):
+    a, b, judge = rated_pair
+    contexts = [[f"i could not sleep before exam {i} .", "that sounds stressful ."] for i in range(12)]
+    other = tmp_path / "other"
+    other.mkdir()
+    for model in ("model_a", "model_b"):  # the same two models, on test samples the judge does not see
+        write_predictions(other / f"{model}.parquet", model, ["hi ."] * 12, contexts, id_prefix="x")
+    ab.export(str(other / "model_a.parquet"), str(other / "model_b.parquet"), 12, 0, other / "ab", contexts=None)
+    sheet, key = fill_sheet(other / "ab", ["tie"] * 12)
+    with pytest.raises(PipelineError, match="none of its 12 rated item"):
+        pairs(a, b, judge, tmp_path, human=(sheet, key))
+    assert judge.calls == 0
+
+    # Through the command: one line on stderr, no traceback (the judge model is never loaded).
+    (tmp_path / "params.yaml").write_text("llm:\n  backend: transformers\n")
+    out = subprocess.run([EMPATHY, "judge-pairs", "--a", "a.parquet", "--b", "b.parquet", "--n", "0",
+                          "--human", str(sheet), str(key)], cwd=tmp_path, capture_output=True, text=True)
+    assert out.returncode == 1 and out.stderr.count("\n") == 1, out.stderr
+    assert out.stderr.startswith("error: ") and "none of its 12 rated item(s) is among the 12" in out.stderr
+
+    # The same sample_ids with other contexts, or a sheet of other models, are errors too.
+    for model in ("model_a", "model_b"):
+        write_predictions(other / f"{model}.parquet", model, ["hi ."] * 12, [["something else ."]] * 12)
+    ab.export(str(other / "model_a.parquet"), str(other / "model_b.parquet"), 12, 0, other / "ctx", contexts=None)
+    with pytest.raises(PipelineError, match="sample_id s\\d+ shows another context"):
+        pairs(a, b, judge, tmp_path, human=fill_sheet(other / "ctx", ["tie"] * 12))
+    write_predictions(other / "model_c.parquet", "model_c", ["hi ."] * 12, contexts)
+    ab.export(str(tmp_path / "a.parquet"), str(other / "model_c.parquet"), 12, 0, other / "ac", contexts=None)
+    with pytest.raises(PipelineError, match="compares model_a \\(A\\) with model_c"):
+        pairs(a, b, judge, tmp_path, human=fill_sheet(other / "ac", ["tie"] * 12))
+    assert judge.calls == 0
+
+
+# ---- retries of replies that did not parse ---------------------------------------------------------
+
+def test_a_pairwise_reply_that_does_not_parse_is_asked_again_sampled_and_counted(two_models, tmp_path):
+    a_replies = set(two_models[0].table["prediction"].to_list())
+
+    def a_position(prompt: str) -> str:
+        return "1" if shown(prompt)[0] in a_replies else "2"
+
+    # Greedy, the judge rambles whenever A is shown first; sampled (a retry) it names A.
+    judge = RuleJudge(lambda p: "Hard to say." if a_position(p) == "1" else a_position(p), sampled_rule=a_position)
+    result, verdicts = pairs(*two_models, judge, tmp_path)
+    assert judge.calls == 10 * len(CRITERIA) * 3  # both orders, and one retry of the A-first order
+    retries = [(t, seed, user) for t, seed, user in judge.asked if t > 0]
+    assert {t for t, _, _ in retries} == {0.7} and len(retries) == 10 * len(CRITERIA)
+    expected = {request_seed(0, f"s{i}:{c}:a_first#retry1") for i in range(10) for c in CRITERIA}
+    assert {seed for _, seed, _ in retries} == expected  # seeded per item, criterion and order
+    for t in result.tallies:
+        assert (t.a_wins, t.skipped) == (10, 0)  # after the retry, A in both orders
+        assert result.replies[t.criterion] == {"retried_replies": 10, "unparsed_replies": 0}
+    assert verdicts["attempts_a_first"].unique().to_list() == [2] and verdicts["attempts_b_first"].unique().to_list() == [1]
+    row = result.as_json()["criteria"][0]
+    assert (row["retried_replies"], row["unparsed_replies"], row["unparsed"]) == (10, 0, 0)
+    assert "| coherence | 0 | 100.0% | 10 | 0 |" in result.text()
+
+    # No retries: the same judge leaves every item unparsed, and says so.
+    result, _ = pairs(*two_models, RuleJudge(judge.rule, sampled_rule=a_position), tmp_path, retries=0)
+    assert all(t.skipped == 10 and t.n == 0 for t in result.tallies)
+    assert result.replies["coherence"] == {"retried_replies": 0, "unparsed_replies": 10}
+
+
+def test_a_served_level_judge_that_first_rambles_is_retried_over_http(epitome_dir, monkeypatch):
+    # Greedy, the served judge writes prose; sampled, it answers a level: the real openai backend
+    # carries the retry's temperature and seed to the server.
+    def answer(user: str, body: dict) -> str:
+        return "The reply shows some warmth" if body["temperature"] == 0 else "2"
+
+    with served_judge(answer, monkeypatch) as (backend, seen):
+        figures, judged = run_levels(epitome_dir, backend, n=5, seed=3, mechanisms=["ER"])
+    er = figures["mechanisms"]["ER"]
+    assert (er["n"], er["parsed"], er["retried"], er["unparsed"], er["judge_calls"]) == (5, 5, 5, 0, 10)
+    assert judged["judge"].to_list() == [2] * 5 and judged["attempts"].to_list() == [2] * 5
+    retried = [body for body in seen if body["temperature"] > 0]
+    assert [b["temperature"] for b in retried] == [0.7] * 5
+    assert sorted(b["seed"] for b in retried) == sorted(request_seed(0, f"{pid}:ER#retry1") for pid in judged["pair_id"])
+    assert "retried" in format_figures({"judge": "served", **figures}, "served")
+
+    with served_judge(lambda user, body: "I would say", monkeypatch) as (backend, seen):
+        figures, _ = run_levels(epitome_dir, backend, n=5, seed=3, mechanisms=["ER"], retries=2)
+    er = figures["mechanisms"]["ER"]
+    assert (er["retried"], er["unparsed"], er["judge_calls"], len(seen)) == (5, 5, 15, 15)
+
+
 # ---- the parsers -----------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("reply, level", [
@@ -243,13 +437,15 @@ def test_kappa_accuracy_and_unparsed_share_match_sklearn_on_a_fixed_set():
     human = [0, 0, 1, 2, 2, 1, 0, 2, 1, 0, 2, 2]
     judge = [0, 1, 1, 2, 1, None, 0, 2, 0, None, 2, 0]
     judged = pl.DataFrame({"pair_id": [str(i) for i in range(12)], "mechanism": ["IP"] * 12, "human": human,
-                           "judge": judge, "raw_reply": [""] * 12}, schema_overrides={"judge": pl.Int64})
+                           "judge": judge, "raw_reply": [""] * 12, "attempts": [1] * 9 + [2] * 3},
+                          schema_overrides={"judge": pl.Int64})
     figures = agreement(judged)["IP"]
     kept = [(h, j) for h, j in zip(human, judge) if j is not None]
     expected = cohen_kappa_score([h for h, _ in kept], [j for _, j in kept], weights="quadratic")
     assert figures["kappa_quadratic"] == round(expected, 4)
     assert figures["accuracy"] == round(np.mean([h == j for h, j in kept]), 4)
     assert (figures["n"], figures["parsed"], figures["unparsed"], figures["unparsed_pct"]) == (12, 10, 2, 16.67)
+    assert (figures["retried"], figures["judge_calls"]) == (3, 15)
     assert figures["judge_levels"] == {"0": 4, "1": 3, "2": 3} and figures["anchor_kappa"] == 0.59
 
 
@@ -273,7 +469,6 @@ def test_an_oracle_judge_agrees_perfectly_and_a_rambling_one_is_all_unparsed(epi
     figures, _ = run_levels(epitome_dir, RuleJudge(lambda p: "Hmm, the reply"), n=10, seed=3, mechanisms=["EX"])
     assert figures["mechanisms"]["EX"]["unparsed_pct"] == 100.0 and figures["mechanisms"]["EX"]["kappa_quadratic"] is None
     with pytest.raises(PipelineError, match="temperature"):
-        from empathy_pipeline.llm.base import Sampling
         judge_levels(judge, test.head(1), sampling=Sampling(temperature=0.5))
 
 

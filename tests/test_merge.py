@@ -104,6 +104,24 @@ def test_merged_weights_follow_the_paper(base_model_dir, adapters, moe_mixed):
 
 
 @pytest.mark.slow
+def test_base_model_in_the_rationality_experts_place(base_model_dir, adapters, tmp_path):
+    """EE Table 6 struc-(a): expert 1 holds the base model's own FFN, the rest averages M_s and the base."""
+    out = tmp_path / "moe_base"
+    report = btx_merge(base_model_dir, adapters[0], None, out, router_seed=0)
+    assert report["rationality_expert"] == "base"
+    s = load_expert(base_model_dir, adapters[0]).state_dict()
+    base = load_expert(base_model_dir, None).state_dict()
+    saved = _tensors(out)
+    layer = "model.layers.3"
+    assert torch.equal(saved[f"{layer}.block_sparse_moe.experts.1.w1.weight"],
+                       base[f"{layer}.mlp.gate_proj.weight"].to(torch.bfloat16))
+    assert torch.equal(saved[f"{layer}.block_sparse_moe.experts.0.w1.weight"],
+                       s[f"{layer}.mlp.gate_proj.weight"].to(torch.bfloat16))
+    name = f"{layer}.self_attn.q_proj.weight"
+    assert torch.equal(saved[name], ((s[name] + base[name]) / 2).to(torch.bfloat16))
+
+
+@pytest.mark.slow
 def test_moe_block_is_eq6_of_two_different_experts(base_model_dir, adapters):
     """One layer of the merged MoE computes Router·FF_s(x) + (1 − Router)·FF_r(x) (Eq. 6) for two different experts.
 

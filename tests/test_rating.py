@@ -120,6 +120,23 @@ def test_split_follows_strict_inequalities_and_skips_missing():
     assert counts == {"sensibility": 1, "rationality": 3, "discard": 1, "missing": 2}
 
 
+def test_split_writes_all_rated_samples_for_the_full_data_baseline():
+    """`all` (EE Table 2's Full F.T. set) is every sample with both scores, in pool order."""
+    from empathy_pipeline.split import split_samples
+
+    samples = pl.DataFrame({"sample_id": list("abcdefgh"), "context": [["x"]] * 8, "response": list("ABCDEFGH")})
+    ratings = pl.DataFrame({
+        "sample_id": list("gfedcba"),
+        "rationality": [2, None, 8, 4, 5, 6, 4],
+        "sensibility": [None, 7, 8, 5, 8, 4, 6],
+    }, schema_overrides={"rationality": pl.Int64, "sensibility": pl.Int64})
+    tables, _, metrics = split_samples(samples, ratings, 5)
+    assert tables["all"]["sample_id"].to_list() == ["a", "b", "c", "d", "e"]
+    parts = sorted(x for name in ("sensibility", "rationality", "discard") for x in tables[name]["sample_id"])
+    assert parts == tables["all"]["sample_id"].sort().to_list()
+    assert metrics["rated"] == 5 and metrics["unrated"] == 1 and metrics["missing"] == 2
+
+
 # ---- judging with the real model: resumable shards and retries ----------------------------------------
 
 @pytest.fixture(scope="module")

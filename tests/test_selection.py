@@ -194,6 +194,26 @@ def test_quality_table_carries_similarity_and_embedding_row():
         quality_table(_generated(2), scores, 60)
 
 
+def test_random_subset_has_k_center_size_and_is_seeded():
+    """SE Table 4's ablation: as many samples as K-Center-Greedy picks, drawn at random, reproducibly."""
+    from empathy_pipeline.kcenter import diverse_subset
+
+    n = 40
+    quality = pl.DataFrame({"sample_id": [f"s{i}" for i in range(n)], "embedding_row": list(range(n))})
+    scores = pl.DataFrame({"sample_id": [f"s{i}" for i in range(n)], "similarity": [50.0] * n})
+    x = np.random.default_rng(0).normal(size=(n, 8)).astype(np.float32)
+    kc, kc_metrics = diverse_subset(quality, scores, x, k=None, ratio=0.25, seed=0, device="cpu")
+    rnd, rnd_metrics = diverse_subset(quality, scores, x, k=None, ratio=0.25, seed=0, device="cpu", method="random")
+    again, _ = diverse_subset(quality, scores, x, k=None, ratio=0.25, seed=0, device="cpu", method="random")
+    other, _ = diverse_subset(quality, scores, x, k=None, ratio=0.25, seed=1, device="cpu", method="random")
+    assert rnd.height == kc.height == 10 and rnd_metrics["k"] == kc_metrics["k"] == 10
+    assert rnd_metrics["method"] == "random" and kc_metrics["method"] == "kcenter"
+    assert rnd["sample_id"].to_list() == again["sample_id"].to_list() != other["sample_id"].to_list()
+    assert rnd["sample_id"].n_unique() == 10 and rnd.columns == kc.columns
+    with pytest.raises(PipelineError, match="diversity.method"):
+        diverse_subset(quality, scores, x, k=None, ratio=0.25, seed=0, device="cpu", method="farthest")
+
+
 def test_diversity_k():
     assert diversity_k(1000, None, 0.9) == 900
     assert diversity_k(1000, 37, 0.9) == 37

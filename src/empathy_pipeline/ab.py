@@ -151,7 +151,7 @@ def load_side(spec: str, predictions_dir: Path = PREDICTIONS_DIR) -> Side:
     return Side(name, df.select(keep))
 
 
-def _context_text(turns) -> str:
+def context_text(turns) -> str:
     """The dialogue before the reply, one turn per line, labelled as ED's two roles (speaker first)."""
     if turns is None:
         return ""
@@ -181,7 +181,9 @@ def with_context(joined: pl.DataFrame, a: Side, b: Side, contexts: Path | None) 
     split = pl.read_parquet(contexts)
     if not {"sample_id", "context"} <= set(split.columns):
         raise PipelineError(f"{contexts}: missing column(s) sample_id/context")
-    found = joined.join(split.select(pl.col("sample_id").cast(pl.String), "context"), on="sample_id", how="left")
+    # In the joined order: judge-pairs samples after this lookup, export before it, and both must draw the same items.
+    found = joined.join(split.select(pl.col("sample_id").cast(pl.String), "context"), on="sample_id", how="left",
+                        maintain_order="left")
     lost = found.filter(pl.col("context").is_null())
     if lost.height:
         raise PipelineError(f"{contexts}: no context for {lost.height} sample_id(s), first {lost['sample_id'][0]}")
@@ -224,7 +226,7 @@ def export(a_spec: str, b_spec: str, n: int, seed: int, out_dir: Path | None = N
     sheet, key = [], []
     for i, (row, first) in enumerate(zip(joined.iter_rows(named=True), a_first), start=1):
         r1, r2 = (row["reply_a"], row["reply_b"]) if first else (row["reply_b"], row["reply_a"])
-        sheet.append({"item": str(i), "context": _context_text(row["context"]), "reply_1": r1, "reply_2": r2,
+        sheet.append({"item": str(i), "context": context_text(row["context"]), "reply_1": r1, "reply_2": r2,
                       **dict.fromkeys(CRITERIA, "")})
         key.append({"item": str(i), "sample_id": row["sample_id"], "reply_1": "A" if first else "B",
                     "model_a": a.name, "model_b": b.name, "seed": str(seed)})
@@ -419,6 +421,7 @@ class Key:
     model_b: str
     seed: str
     reply_1: dict[str, str]   # item -> 'A' or 'B'
+    sample_id: dict[str, str]  # item -> the test sample it shows
 
 
 def read_key(path: Path) -> Key:
@@ -436,7 +439,8 @@ def read_key(path: Path) -> Key:
     if len(set(items)) != len(items):
         raise PipelineError(f"{path}: duplicated item(s) {_listed(sorted({i for i in items if items.count(i) > 1}))}")
     a, b, seed = names.pop()
-    return Key(a, b, seed, {r["item"].strip(): r["reply_1"].strip().upper() for r in rows})
+    return Key(a, b, seed, {r["item"].strip(): r["reply_1"].strip().upper() for r in rows},
+               {r["item"].strip(): r["sample_id"].strip() for r in rows})
 
 
 @dataclass(frozen=True)
@@ -447,6 +451,9 @@ class TallyResult:
     seed: str
     items: int        # rows of the sheet
     missing_items: int  # items of the key with no row in the sheet (only with allow_incomplete)
+    # Per rated row: sample_id, context (as the sheet shows it, "" without the column) and the verdict
+    # 'a' / 'b' / 'tie' / null (blank) per criterion: what a judge's verdicts are matched against.
+    rated: pl.DataFrame
 
     def text(self) -> str:
         title = f"Human A/B: {self.items} item(s) rated, seed {self.seed}" + (
@@ -470,7 +477,7 @@ def tally(sheet_path: Path, key_path: Path, *, allow_incomplete: bool = False) -
     problems: list[str] = []
     blanks: list[str] = []
     seen: dict[str, int] = {}
-    verdicts: dict[str, list[str | None]] = {c: [] for c in CRITERIA}
+    rated: list[dict] = []  # per rated row: sample_id, context, a verdict per criterion (None = blank)
     for line, row in enumerate(rows, start=2):  # row 1 is the header, as a spreadsheet numbers them
         item = row["item"].strip()
         where = f"row {line} (item {item or '?'})"
@@ -481,18 +488,19 @@ def tally(sheet_path: Path, key_path: Path, *, allow_incomplete: bool = False) -
             problems.append(f"{where}: item also in row {seen[item]}")
             continue
         seen[item] = line
+        rated.append({"sample_id": key.sample_id[item], "context": row.get("context", "")})
         empty = []
         for c in CRITERIA:
             raw = row[c].strip().lower()
             if not raw:
                 empty.append(c)
-                verdicts[c].append(None)
+                rated[-1][c] = None
             elif raw not in VERDICTS:
                 problems.append(f"{where}: {c}={row[c].strip()!r} is not 1, 2 or tie")
             else:
                 first = VERDICTS[raw] == "1"
-                verdicts[c].append("tie" if VERDICTS[raw] == "tie" else
-                                   ("a" if first == (key.reply_1[item] == "A") else "b"))
+                rated[-1][c] = ("tie" if VERDICTS[raw] == "tie" else
+                                ("a" if first == (key.reply_1[item] == "A") else "b"))
         if empty:
             blanks.append(f"{where}: {'all criteria' if len(empty) == len(CRITERIA) else ', '.join(empty)}")
     if problems:
@@ -503,6 +511,8 @@ def tally(sheet_path: Path, key_path: Path, *, allow_incomplete: bool = False) -
             [f"item(s) of the key missing: {_listed(absent)}"] if absent else [])
         raise PipelineError(f"{sheet_path}: incomplete, {'; '.join(parts)} (fill them, or --allow-incomplete "
                             f"to count them as skipped)")
-    tallies = [count_verdicts(c, verdicts[c] + [None] * len(absent)) for c in CRITERIA]
-    return TallyResult(tallies, key.model_a, key.model_b, key.seed, len(rows), len(absent))
+    tallies = [count_verdicts(c, [r[c] for r in rated] + [None] * len(absent)) for c in CRITERIA]
+    return TallyResult(tallies, key.model_a, key.model_b, key.seed, len(rows), len(absent),
+                       pl.DataFrame(rated, schema={"sample_id": pl.String, "context": pl.String,
+                                                   **dict.fromkeys(CRITERIA, pl.String)}))
 

@@ -216,6 +216,8 @@ def judge_levels(
     model: str = typer.Option("models/synth_base", help="The judge: a HF directory, hub id or served model name."),
     data: Path = typer.Option(Path("../shared/data/epitome"), help="The EPITOME Reddit CSVs."),
     mechanism: list[str] = typer.Option([], "--mechanism", help="Only these of ER, IP, EX; repeatable (default all)."),
+    retries: int = typer.Option(1, min=0, help="Ask a reply that did not parse again up to this many times."),
+    retry_temperature: float = typer.Option(0.7, min=0.0, help="Sampling temperature of the retries (seeded per pair)."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of the table."),
     out: Path | None = typer.Option(None, help="Also write every judge call (pair, mechanism, levels, reply) here (.parquet)."),
 ) -> None:
@@ -230,7 +232,8 @@ def judge_levels(
     # The classifiers' split (params epitome) where there is one: both are then scored on the same pairs.
     split = params.load("epitome") if "epitome" in params.read() else None
     figures, judged = run(data, LazyBackend(lambda: load_backend(llm, model=model)), n=n or None, seed=seed,
-                          mechanisms=[m.upper() for m in mechanism] or MECHANISMS,
+                          mechanisms=[m.upper() for m in mechanism] or MECHANISMS, retries=retries,
+                          retry_temperature=retry_temperature,
                           **({"held_out_fraction": split.held_out_fraction, "split_seed": split.seed} if split else {}))
     figures = {"judge": model, "backend": llm.backend, **figures}
     if out is not None:
@@ -249,6 +252,11 @@ def judge_pairs(
     predictions_dir: Path = typer.Option(Path("outputs/predictions"), help="Where NAME.parquet of a model name is."),
     contexts: Path = typer.Option(Path("data/prepared/test.parquet"),
                                   help="The test split, for predictions that carry no context column."),
+    retries: int = typer.Option(1, min=0, help="Ask a reply that did not parse again up to this many times."),
+    retry_temperature: float = typer.Option(0.7, min=0.0, help="Sampling temperature of the retries (seeded per item)."),
+    human: tuple[Path, Path] | None = typer.Option(None, "--human", metavar="SHEET KEY",
+                                                   help="A filled `ab export` sheet and its key.csv: adds the "
+                                                        "judge's agreement with that rater on the items both judged."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of the table."),
     out: Path | None = typer.Option(None, help="Also write the per-item verdicts of both orders here (.parquet)."),
 ) -> None:
@@ -264,7 +272,8 @@ def judge_pairs(
     llm = params.load("llm")
     result, verdicts = run(side_a, side_b, LazyBackend(lambda: load_backend(llm, model=judge_model)),
                            judge=judge_model, backend_name=llm.backend, n=n or None, seed=seed,
-                           contexts=contexts, repo=Path("."), length_margin=length_margin)
+                           contexts=contexts, repo=Path("."), length_margin=length_margin, retries=retries,
+                           retry_temperature=retry_temperature, human=human)
     if out is not None:
         write_parquet(verdicts, out)
     typer.echo(json.dumps(result.as_json(), indent=2) if as_json else result.text())
@@ -319,6 +328,32 @@ def ab_tally(
 
     result = tally(sheet, key, allow_incomplete=allow_incomplete)
     typer.echo(json.dumps(result.as_json(), indent=2) if as_json else result.text())
+
+
+@app.command("claims")
+def claims(
+    profile_name: str = typer.Option("real-mini", "--profile", help="The profile every arm runs under (profiles/NAME.yaml)."),
+    seeds: int = typer.Option(2, help="Training seeds of the arms that get several (EE Table 2, SE Table 1): 0..N-1."),
+    only: str | None = typer.Option(None, help="Only these claims, e.g. 1,3 (their arms and rows)."),
+    results: Path = typer.Option(Path("benchmarks/results/claims"), help="Finished arms (commit them: a rerun skips them)."),
+    table_only: bool = typer.Option(False, "--table-only", help="Recompute the table from the finished arms; run nothing."),
+    n_resamples: int = typer.Option(1000, help="Bootstrap and permutation resamples per comparison."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of the table."),
+) -> None:
+    """Test the papers' nine claims: each arm a DVC experiment, each claim a paired bootstrap (docs/results.md)."""
+    from . import claims as claims_lib
+    from .profiles import load_profile
+
+    chosen = [int(x) for x in only.split(",")] if only else None
+    if table_only:
+        table = claims_lib.evaluate_claims(results, only=chosen, n_resamples=n_resamples,
+                                           bertscore_options=claims_lib.bertscore_options(
+                                               Path("."), load_profile(profile_name, Path("profiles"))))
+    else:
+        table = claims_lib.run_all(Path("."), profile_name, list(range(seeds)), results, chosen,
+                                   log=typer.echo, n_resamples=n_resamples)
+    claims_lib.write_outputs(table, results.parent / "claims.json", results / "claims.md", results / "quality_sweep.png")
+    typer.echo(json.dumps(table, indent=2) if as_json else claims_lib.render(table))
 
 
 def main() -> None:

@@ -1,4 +1,4 @@
-"""Synth-Empathy §3.1: generate new multi-round empathetic dialogues from ED seeds.
+"""Synth-Empathy §3.1: generate new multi-round empathetic dialogues from ED seeds (`generate.recipe: synth_empathy`).
 
     Synthetic Dataset = LLM(Prompt(ED Data))
 
@@ -45,6 +45,9 @@ REJECT_REASONS = (
     prompts.REJECT_TOO_FEW_ROUNDS,
 )
 MAX_CONTEXT_ROUNDS = 3
+# The generate keys of the other recipe (synthempathy.py). They are left out of this recipe's shard
+# fingerprint: they do not decide its replies, and shards written before they existed stay valid.
+SYNTHEMPATHY_KEYS = frozenset({"recipe", "synthempathy"})
 
 
 # ---- seeds --------------------------------------------------------------------------------------
@@ -189,3 +192,11 @@ def assemble(
     return (pl.DataFrame(samples, schema=SYNTH_SCHEMA) if samples else pl.DataFrame(schema=SYNTH_SCHEMA),
             pl.DataFrame(rejects, schema=REJECTS_SCHEMA) if rejects else pl.DataFrame(schema=REJECTS_SCHEMA),
             counts)
+
+
+def summary_line(counts: dict, shard_counts: dict, out: str | Path) -> str:
+    """The stage's one-line report."""
+    reasons = ", ".join(f"{k.removeprefix('rejected_')} {v}" for k, v in counts.items() if k.startswith("rejected_") and v)
+    return (f"generate: {counts['completions']} completions from {counts['seeds']} seeds -> {counts['parsed']} parsed, "
+            f"{counts['rejected']} rejected ({reasons or 'none'}) -> {counts['samples']} samples in {out} "
+            f"({shard_counts['shards_resumed']} of {shard_counts['shards']} shards resumed)")

@@ -344,13 +344,27 @@ def embedding_rows(quality: pl.DataFrame, scores: pl.DataFrame, n_embeddings: in
     return rows
 
 
+def random_subset(quality: pl.DataFrame, *, k: int | None, ratio: float | None, seed: int) -> tuple[pl.DataFrame, dict]:
+    """A seeded uniform subset of the size K-Center-Greedy would pick (Synth-Empathy Table 4's ablation)."""
+    size = min(diversity_k(quality.height, k, ratio), quality.height)
+    order = np.random.default_rng(seed).permutation(quality.height)[:size]
+    picked = quality[order].with_columns(pl.lit(None, dtype=pl.Float64).alias("pick_distance"))
+    return picked, {"method": "random", "n_in": quality.height, "k_requested": diversity_k(quality.height, k, ratio),
+                    "k": size}
+
+
 def diverse_subset(quality: pl.DataFrame, scores: pl.DataFrame, embeddings: np.ndarray, *, k: int | None,
-                   ratio: float | None, seed: int, device: str) -> tuple[pl.DataFrame, dict]:
+                   ratio: float | None, seed: int, device: str, method: str = "kcenter") -> tuple[pl.DataFrame, dict]:
     """K-Center-Greedy over the quality-selected samples' embeddings: (picked rows in pick order, metrics).
 
     `pick_distance` is each pick's distance to the nearest earlier pick (none for the first).
+    method "random" picks a seeded uniform subset of the same size instead (random_subset).
     """
     rows = embedding_rows(quality, scores, embeddings.shape[0])
+    if method == "random":
+        return random_subset(quality, k=k, ratio=ratio, seed=seed)
+    if method != "kcenter":
+        raise PipelineError(f"diversity.method: unknown value {method!r} (use kcenter or random)")
     # Everything kept, in order: run on the memory map itself instead of a copy.
     vectors = embeddings if np.array_equal(rows, np.arange(embeddings.shape[0])) else embeddings[rows]
     size = diversity_k(quality.height, k, ratio)
@@ -359,6 +373,7 @@ def diverse_subset(quality: pl.DataFrame, scores: pl.DataFrame, embeddings: np.n
     order, radii = k_center_greedy(vectors, size, first, device=device, return_radii=True)
     pick_distance = pl.Series("pick_distance", [None, *radii[:-1].tolist()], dtype=pl.Float64)
     metrics = {
+        "method": "kcenter",
         "n_in": quality.height,
         "k_requested": size,
         "k": len(order),

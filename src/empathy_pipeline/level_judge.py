@@ -3,8 +3,10 @@
 EPITOME (Sharma et al., EMNLP 2020) labels a (seeker post, response) pair 0 / 1 / 2 on three
 mechanisms: Emotional Reactions (ER), Interpretations (IP), Explorations (EX). The judge gets the
 codebook of one mechanism as a prompt (prompts.level_chat) and answers a level, greedily, one call
-per (post, reply, mechanism). A reply that does not parse stays unparsed: it is counted and left
-out of κ and accuracy, never replaced by a guess.
+per (post, reply, mechanism). A reply that does not parse is asked again up to `retries` times at
+`retry_temperature` (judge_retry, the rate stage's rule) and counted as retried; one that still
+does not parse stays unparsed: it is counted and left out of κ and accuracy, never replaced by a
+guess.
 
 `empathy judge-levels` runs it on held-out EPITOME pairs and reports quadratic-weighted Cohen's κ
 per mechanism beside the anchor of Kumar et al. (arXiv 2506.10150): a user who wants an LLM to
@@ -23,6 +25,7 @@ from . import prompts
 from .epitome import LEVELS, MECHANISMS, group_split, load_pairs
 from .errors import PipelineError
 from .io import sample_rows
+from .judge_retry import ask_until_parsed
 from .llm.base import ChatBackend, Sampling
 
 # Expert-vs-LLM quadratic-weighted κ for frontier judges on 50 EPITOME conversations.
@@ -32,6 +35,8 @@ DEFAULT_SAMPLING = Sampling(max_new_tokens=6)  # greedy; a level is one token, a
 # section's held_out_fraction and seed, so that the judge and the classifiers score the same pairs.
 HELD_OUT_FRACTION = 0.2
 SPLIT_SEED = 0
+RETRIES = 1               # as params rate.retries: one more, sampled, try for a reply that did not parse
+RETRY_TEMPERATURE = 0.7   # as params rate.retry_temperature
 
 
 # ---- the EPITOME pairs -----------------------------------------------------------------------------
@@ -50,29 +55,31 @@ def held_out_pairs(data_dir: str | Path, fraction: float = HELD_OUT_FRACTION, se
 # ---- judging ---------------------------------------------------------------------------------------
 
 def judge_levels(backend: ChatBackend, pairs: pl.DataFrame, mechanisms: Sequence[str] = MECHANISMS,
-                 sampling: Sampling = DEFAULT_SAMPLING) -> pl.DataFrame:
-    """One judge call per (pair, mechanism): pair_id, mechanism, human, judge (null = unparsed), raw_reply."""
+                 sampling: Sampling = DEFAULT_SAMPLING, *, retries: int = RETRIES,
+                 retry_temperature: float = RETRY_TEMPERATURE) -> pl.DataFrame:
+    """One judge call per (pair, mechanism), retried while unparsed: pair_id, mechanism, human,
+    judge (null = unparsed), raw_reply (the last one), attempts (1 = parsed at once or no retry)."""
     if sampling.temperature != 0:
         raise PipelineError("level judge: temperature must be 0 (agreement of a sampled judge is not reproducible)")
     jobs = [(pid, m, post, reply, int(human))
             for m in mechanisms
             for pid, post, reply, human in pairs.select("pair_id", "seeker_post", "response_post", m).iter_rows()]
-    chats = [prompts.level_chat(m, post, reply) for _, m, post, reply, _ in jobs]
-    replies = backend.generate(chats, sampling) if chats else []
-    if len(replies) != len(chats):
-        raise PipelineError(f"level judge: backend returned {len(replies)} replies for {len(chats)} prompts")
     # The backend returns only the continuation of the prefilled "Level: ", which is what is parsed;
     # a backend that cannot continue a prefill restarts the form ("Level: 2"), which parses as well.
+    asked = ask_until_parsed(backend, [prompts.level_chat(m, post, reply) for _, m, post, reply, _ in jobs],
+                             [f"{pid}:{m}" for pid, m, *_ in jobs], prompts.parse_level, sampling=sampling,
+                             retries=retries, retry_temperature=retry_temperature, what="level judge")
     return pl.DataFrame({
         "pair_id": [j[0] for j in jobs], "mechanism": [j[1] for j in jobs], "human": [j[4] for j in jobs],
-        "judge": [prompts.parse_level(r) for r in replies], "raw_reply": replies,
+        "judge": asked.parsed, "raw_reply": asked.replies, "attempts": asked.attempts,
     }, schema={"pair_id": pl.String, "mechanism": pl.String, "human": pl.Int64, "judge": pl.Int64,
-               "raw_reply": pl.String})
+               "raw_reply": pl.String, "attempts": pl.Int64})
 
 
 def agreement(judged: pl.DataFrame) -> dict:
-    """Per mechanism: n, unparsed count and share, quadratic-weighted κ and accuracy on the parsed pairs,
-    and both level distributions (a judge that always says 0 has κ 0 and a high accuracy on ER)."""
+    """Per mechanism: n, unparsed count and share, retried replies and judge calls, quadratic-weighted κ
+    and accuracy on the parsed pairs, and both level distributions (a judge that always says 0 has κ 0
+    and a high accuracy on ER)."""
     from sklearn.metrics import cohen_kappa_score
 
     out: dict = {}
@@ -90,6 +97,8 @@ def agreement(judged: pl.DataFrame) -> dict:
             "parsed": parsed.height,
             "unparsed": rows.height - parsed.height,
             "unparsed_pct": round(100 * (rows.height - parsed.height) / max(rows.height, 1), 2),
+            "retried": int((rows["attempts"] > 1).sum()),  # asked again; some then parsed, the rest are unparsed
+            "judge_calls": int(rows["attempts"].sum()),
             "kappa_quadratic": kappa,
             "accuracy": round(float((human == judge).mean()), 4) if parsed.height else None,
             "human_levels": {str(level): int((rows["human"] == level).sum()) for level in LEVELS},
@@ -101,16 +110,18 @@ def agreement(judged: pl.DataFrame) -> dict:
 
 def run(data_dir: str | Path, backend: ChatBackend, *, n: int | None, seed: int,
         mechanisms: Sequence[str] = MECHANISMS, held_out_fraction: float = HELD_OUT_FRACTION,
-        split_seed: int = SPLIT_SEED) -> tuple[dict, pl.DataFrame]:
+        split_seed: int = SPLIT_SEED, retries: int = RETRIES,
+        retry_temperature: float = RETRY_TEMPERATURE) -> tuple[dict, pl.DataFrame]:
     """Judge `n` seeded held-out pairs (all when None) on each mechanism; (figures, per-call table)."""
     unknown = [m for m in mechanisms if m not in MECHANISMS]
     if unknown:
         raise PipelineError(f"judge-levels: unknown mechanism(s) {', '.join(unknown)} (use {', '.join(MECHANISMS)})")
     test = held_out_pairs(data_dir, held_out_fraction, split_seed)
     pairs = sample_rows(test, n, seed)
-    judged = judge_levels(backend, pairs, mechanisms)
+    judged = judge_levels(backend, pairs, mechanisms, retries=retries, retry_temperature=retry_temperature)
     figures = {"pairs": pairs.height, "held_out_pairs": test.height, "seed": seed,
                "split": {"held_out_fraction": held_out_fraction, "seed": split_seed},
+               "retries": retries, "retry_temperature": retry_temperature,
                "mechanisms": agreement(judged)}
     return figures, judged
 
@@ -119,7 +130,7 @@ def format_figures(figures: dict, judge: str) -> str:
     """The agreement table as the command prints it."""
     lines = [f"EPITOME level judge {judge}: {figures['pairs']} held-out pairs (of {figures['held_out_pairs']}, "
              f"seed {figures['seed']}), Reddit posts, quadratic-weighted Cohen's kappa vs the human levels",
-             f"{'mechanism':<10}{'kappa':>8}{'anchor':>8}{'accuracy':>10}{'parsed':>8}{'unparsed':>10}  "
+             f"{'mechanism':<10}{'kappa':>8}{'anchor':>8}{'accuracy':>10}{'parsed':>8}{'unparsed':>10}{'retried':>9}  "
              f"{'human 0/1/2':<14}judge 0/1/2"]
     for mechanism, f in figures["mechanisms"].items():
         kappa = "-" if f["kappa_quadratic"] is None else f"{f['kappa_quadratic']:.3f}"
@@ -128,7 +139,9 @@ def format_figures(figures: dict, judge: str) -> str:
         human = "/".join(str(v) for v in f["human_levels"].values())
         judge_levels = "/".join(str(v) for v in f["judge_levels"].values())
         lines.append(f"{mechanism:<10}{kappa:>8}{anchor:>8}{acc:>10}{f['parsed']:>8}"
-                     f"{f['unparsed']:>4} ({f['unparsed_pct']:.0f}%)  {human:<14}{judge_levels}")
+                     f"{f['unparsed']:>4} ({f['unparsed_pct']:.0f}%){f['retried']:>9}  {human:<14}{judge_levels}")
     lines.append("anchor: expert-vs-LLM kappa of frontier judges, Kumar et al. 2025 (arXiv 2506.10150); "
                  "kappa and accuracy count parsed replies only")
+    lines.append(f"retried: replies that did not parse, asked again up to {figures['retries']} time(s) at "
+                 f"temperature {figures['retry_temperature']}; unparsed: still not parsed after that")
     return "\n".join(lines)

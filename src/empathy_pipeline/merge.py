@@ -34,17 +34,23 @@ NUM_EXPERTS = 2  # expert 0 = sensibility, expert 1 = rationality
 
 # ---- building the MoE -------------------------------------------------------------------------------
 
-def load_expert(base_dir: str | Path, adapter_dir: str | Path):
-    """The base model with the LoRA adapter at adapter_dir merged in, in float32 on CPU."""
+def load_expert(base_dir: str | Path, adapter_dir: str | Path | None):
+    """The base model with the LoRA adapter at adapter_dir merged in, in float32 on CPU.
+
+    adapter_dir None gives the base model itself: the expert of Efficient-Empathy Table 6 struc-(a),
+    where the base model takes the rationality expert's place.
+    """
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    if not (Path(adapter_dir) / "adapter_config.json").exists():
+    if adapter_dir is not None and not (Path(adapter_dir) / "adapter_config.json").exists():
         raise PipelineError(f"{adapter_dir}: not a PEFT adapter directory (no adapter_config.json)")
     try:
         model = AutoModelForCausalLM.from_pretrained(str(base_dir), dtype=torch.float32)
     except OSError as exc:
         raise PipelineError(f"cannot load model from {base_dir}: {str(exc).splitlines()[0]}") from None
+    if adapter_dir is None:
+        return model
     try:
         return PeftModel.from_pretrained(model, str(adapter_dir)).merge_and_unload()
     except (OSError, ValueError, RuntimeError) as exc:
@@ -146,9 +152,11 @@ def build_moe(expert_s, expert_r, router_seed: int, dtype: torch.dtype = torch.f
     return moe.eval()
 
 
-def btx_merge(base_dir: str | Path, expert_s_dir: str | Path, expert_r_dir: str | Path,
+def btx_merge(base_dir: str | Path, expert_s_dir: str | Path, expert_r_dir: str | Path | None,
               out_dir: str | Path, router_seed: int, dtype: str = "bfloat16") -> dict:
     """Merge the sensibility and rationality LoRA experts of base_dir into a Mixtral MoE at out_dir.
+
+    expert_r_dir None puts the base model in the rationality expert's place (EE Table 6 struc-(a)).
 
     Writes safetensors in `dtype` (bfloat16 by default), config, generation config and the base
     model's tokenizer with its chat template. Returns a report for the stage log.
@@ -175,6 +183,7 @@ def btx_merge(base_dir: str | Path, expert_s_dir: str | Path, expert_r_dir: str 
         "router_parameters": n_router,
         "layers": moe.config.num_hidden_layers,
         "experts": NUM_EXPERTS,
+        "rationality_expert": "base" if expert_r_dir is None else str(expert_r_dir),
         "dtype": dtype,
         "seconds": round(time.time() - started, 1),
     }

@@ -7,12 +7,17 @@ greedily. LLM judges are known to prefer a position and longer replies, so:
 
 - a verdict counts for a model only when both orders name it; a verdict that flips with the order
   (the judge preferred a position, not a reply) and an explicit tie count as a tie;
-- a reply that does not parse makes the item unparsed for that criterion: counted on its own line,
-  never a win and never a tie;
+- a reply that does not parse is asked again up to `retries` times at `retry_temperature`
+  (judge_retry, the rate stage's rule; counted as retried); one that still does not parse makes the
+  item unparsed for that criterion: counted on its own line, never a win and never a tie;
 - the position-consistency rate (both orders agree) says how much of the judge is position;
 - the A win rate within length bins (B longer / similar / A longer, by word count) shows whether
   the judge rewards length rather than quality;
 - a warning says when the judge and either model share a base model (a judge prefers its own kind).
+
+Given a filled human A/B sheet and its key (`empathy ab export` / `ab tally`), it also reports,
+per criterion, how often the judge and the human rater give the same verdict on the items both
+judged, with Cohen's κ, beside both tallies of those items.
 """
 
 from __future__ import annotations
@@ -21,19 +26,24 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 import yaml
 
-from . import prompts
+from . import ab, prompts
 from .ab import Side, Tally, count_verdicts, format_tally, tally_json, with_context
 from .errors import PipelineError
 from .io import sample_rows
+from .judge_retry import ask_until_parsed
 from .llm.base import ChatBackend, Sampling
 
 CRITERIA = tuple(prompts.PAIRWISE_CRITERIA)
 A, B, TIE = "a", "b", "tie"  # the verdicts of ab.count_verdicts
 DEFAULT_SAMPLING = Sampling(max_new_tokens=6)  # greedy; the answer is "1", "2" or "tie"
 LENGTH_BINS = ("B longer", "similar", "A longer")
+RETRIES = 1               # as params rate.retries: one more, sampled, try for a reply that did not parse
+RETRY_TEMPERATURE = 0.7   # as params rate.retry_temperature
+ORDERS = ("a_first", "b_first")
 
 
 # ---- the two sides ---------------------------------------------------------------------------------
@@ -77,29 +87,31 @@ def consistent(a_first: str | None, b_first: str | None) -> bool | None:
 
 
 def judge_pairs(backend: ChatBackend, items: pl.DataFrame, criteria: Sequence[str] = CRITERIA,
-                sampling: Sampling = DEFAULT_SAMPLING) -> pl.DataFrame:
-    """Per (item, criterion): both raw replies, both parsed answers, consistency and the verdict."""
+                sampling: Sampling = DEFAULT_SAMPLING, *, retries: int = RETRIES,
+                retry_temperature: float = RETRY_TEMPERATURE) -> pl.DataFrame:
+    """Per (item, criterion): both raw replies, both parsed answers, the calls each took, consistency, verdict."""
     if sampling.temperature != 0:
         raise PipelineError("pairwise judge: temperature must be 0 (a sampled verdict is not reproducible)")
     rows = [(sid, c, ctx, a, b) for c in criteria for sid, ctx, a, b in items.select("sample_id", "context", "a", "b").iter_rows()]
     chats = [prompts.pairwise_chat(c, ctx, a, b) for _, c, ctx, a, b in rows]
     chats += [prompts.pairwise_chat(c, ctx, b, a) for _, c, ctx, a, b in rows]
-    replies = backend.generate(chats, sampling) if chats else []
-    if len(replies) != len(chats):
-        raise PipelineError(f"pairwise judge: backend returned {len(replies)} replies for {len(chats)} prompts")
-    raw_a_first, raw_b_first = replies[:len(rows)], replies[len(rows):]
-    a_first = [prompts.parse_preference(r) for r in raw_a_first]
-    b_first = [prompts.parse_preference(r) for r in raw_b_first]
+    keys = [f"{sid}:{c}:{order}" for order in ORDERS for sid, c, *_ in rows]  # seeds of the retries
+    asked = ask_until_parsed(backend, chats, keys, prompts.parse_preference, sampling=sampling, retries=retries,
+                             retry_temperature=retry_temperature, what="pairwise judge")
+    n = len(rows)
+    a_first, b_first = asked.parsed[:n], asked.parsed[n:]
     return pl.DataFrame({
         "sample_id": [r[0] for r in rows], "criterion": [r[1] for r in rows],
         "words_a": [len(r[3].split()) for r in rows], "words_b": [len(r[4].split()) for r in rows],
-        "reply_a_first": raw_a_first, "reply_b_first": raw_b_first,
+        "reply_a_first": asked.replies[:n], "reply_b_first": asked.replies[n:],
         "answer_a_first": a_first, "answer_b_first": b_first,
+        "attempts_a_first": asked.attempts[:n], "attempts_b_first": asked.attempts[n:],
         "consistent": [consistent(x, y) for x, y in zip(a_first, b_first, strict=True)],
         "verdict": [combine(x, y) for x, y in zip(a_first, b_first, strict=True)],
     }, schema={"sample_id": pl.String, "criterion": pl.String, "words_a": pl.Int64, "words_b": pl.Int64,
                "reply_a_first": pl.String, "reply_b_first": pl.String, "answer_a_first": pl.String,
-               "answer_b_first": pl.String, "consistent": pl.Boolean, "verdict": pl.String})
+               "answer_b_first": pl.String, "attempts_a_first": pl.Int64, "attempts_b_first": pl.Int64,
+               "consistent": pl.Boolean, "verdict": pl.String})
 
 
 # ---- tallies ---------------------------------------------------------------------------------------
@@ -116,6 +128,13 @@ def consistency(verdicts: pl.DataFrame, criterion: str) -> float | None:
     """Share of the items parsed in both orders whose two answers name the same model (or a tie)."""
     parsed = verdicts.filter(pl.col("criterion") == criterion).drop_nulls("consistent")
     return round(float(parsed["consistent"].mean()), 4) if parsed.height else None
+
+
+def reply_counts(verdicts: pl.DataFrame, criterion: str) -> dict[str, int]:
+    """Judge replies (two per item) that were asked again, and those still unparsed after the retries."""
+    rows = verdicts.filter(pl.col("criterion") == criterion)
+    return {"retried_replies": sum(int((rows[f"attempts_{o}"] > 1).sum()) for o in ORDERS),
+            "unparsed_replies": sum(rows[f"answer_{o}"].null_count() for o in ORDERS)}
 
 
 def length_bin(words_a: int, words_b: int, margin: int) -> str:
@@ -138,6 +157,105 @@ def length_table(verdicts: pl.DataFrame, margin: int) -> dict:
             out[criterion][name] = {"items": rows.height, "a_wins": t.a_wins, "ties": t.ties, "b_wins": t.b_wins,
                                     "unparsed": t.skipped, "a_win_rate": round(t.a_wins / t.n, 4) if t.n else None}
     return out
+
+
+# ---- agreement with a human A/B sheet -------------------------------------------------------------
+# The sheet (ab.export, filled, read by ab.tally) and the judge speak of the same item when they share
+# a test sample_id: the key says which sample each sheet item shows. The sheet's A and B are its key's
+# model_a and model_b; they must be the judge's two models, in either order (the verdicts are turned
+# round when the key has them the other way). Where the sheet shows a context it must be the one the
+# judge saw, so a sheet of another test set whose ids clash is an error, not a silent match. A blank
+# cell of the sheet and an unparsed judge item are left out of that criterion and counted.
+
+HUMAN_VERDICTS = ("a", "tie", "b")
+_TURNED_ROUND = {"a": "b", "b": "a", "tie": "tie"}
+
+
+def human_verdicts(sheet: Path, key: Path, a: Side, b: Side) -> pl.DataFrame:
+    """The sheet's rated rows as sample_id, context and one verdict column per criterion, about the judge's A and B."""
+    human = ab.tally(sheet, key, allow_incomplete=True)
+    if (human.model_a, human.model_b) == (a.name, b.name):
+        return human.rated
+    if (human.model_a, human.model_b) == (b.name, a.name):
+        return human.rated.with_columns(pl.col(c).replace_strict(_TURNED_ROUND, default=None) for c in ab.CRITERIA)
+    raise PipelineError(f"{key}: the sheet compares {human.model_a} (A) with {human.model_b} (B), "
+                        f"the judge {a.name} with {b.name}")
+
+
+def shared_items(human: pl.DataFrame, items: pl.DataFrame, sheet: Path) -> pl.DataFrame:
+    """The sheet's rows of the items to be judged; an error when there are none or a context differs."""
+    shared = human.join(items.select("sample_id", judged_context="context"), on="sample_id", how="inner")
+    if shared.height == 0:
+        raise PipelineError(f"{sheet}: none of its {human.height} rated item(s) is among the {items.height} to be "
+                            "judged (matched by sample_id); judge with the export's --n and --seed, or all items "
+                            "with --n 0")
+    for sample_id, shown, judged in shared.select("sample_id", "context", "judged_context").iter_rows():
+        if shown.strip() and _words(shown) != _words(ab.context_text(judged)):
+            raise PipelineError(f"{sheet}: sample_id {sample_id} shows another context than the judged "
+                                "predictions (a sheet of another test set?)")
+    return shared.drop("judged_context")
+
+
+def _words(text: str) -> str:
+    return " ".join(text.split())  # a spreadsheet may rewrite line ends and spaces
+
+
+@dataclass(frozen=True)
+class HumanAgreement:
+    """Judge vs human rater on the items both judged, per criterion."""
+
+    sheet: str
+    sheet_items: int     # rated rows of the sheet
+    shared_items: int    # of them, judged here
+    criteria: list[dict]  # criterion, n, agreement, kappa, judge / human tallies, judge_unparsed, human_blank
+
+    def text(self) -> str:
+        lines = [f"Judge vs human ({self.sheet}): {self.shared_items} of the sheet's {self.sheet_items} rated "
+                 "item(s) judged here, matched by sample_id; N counts items with a verdict from both", "",
+                 "| criterion | N | agreement | Cohen's kappa | judge A / tie / B | human A / tie / B "
+                 "| judge unparsed | human blank |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
+        for row in self.criteria:
+            j, h = row["judge"], row["human"]
+            kappa = "-" if row["kappa"] is None else f"{row['kappa']:.3f}"
+            lines.append(f"| {row['criterion']} | {row['n']} | {_percent(row['agreement'])} | {kappa} "
+                         f"| {j['a_wins']} / {j['ties']} / {j['b_wins']} | {h['a_wins']} / {h['ties']} / {h['b_wins']} "
+                         f"| {row['judge_unparsed']} | {row['human_blank']} |")
+        lines += ["", "agreement: the same verdict (A better, tie, B better); kappa: Cohen's, unweighted, "
+                  "over the three verdicts"]
+        return "\n".join(lines)
+
+    def as_json(self) -> dict:
+        return {"sheet": self.sheet, "sheet_items": self.sheet_items, "shared_items": self.shared_items,
+                "criteria": self.criteria}
+
+
+def human_agreement(verdicts: pl.DataFrame, shared: pl.DataFrame, criteria: Sequence[str], sheet: Path,
+                    sheet_items: int) -> HumanAgreement:
+    """Per criterion, over the shared items with both a judge verdict and a human one: raw agreement,
+    Cohen's κ and both tallies; items one side left without a verdict are counted apart."""
+    from sklearn.metrics import cohen_kappa_score
+
+    rows = []
+    for criterion in criteria:
+        judged = dict(verdicts.filter(pl.col("criterion") == criterion).select("sample_id", "verdict").iter_rows())
+        pairs = [(judged[sample_id], human) for sample_id, human in shared.select("sample_id", criterion).iter_rows()]
+        both = [(j, h) for j, h in pairs if j is not None and h is not None]
+        kappa = None
+        if both:
+            with np.errstate(divide="ignore", invalid="ignore"):  # one verdict only on both sides: κ is 0/0
+                value = cohen_kappa_score([j for j, _ in both], [h for _, h in both], labels=list(HUMAN_VERDICTS))
+            kappa = None if np.isnan(value) else round(float(value), 4)
+        judge_tally = count_verdicts(criterion, [j for j, _ in both])
+        human_tally = count_verdicts(criterion, [h for _, h in both])
+        rows.append({
+            "criterion": criterion, "n": len(both),
+            "agreement": round(sum(j == h for j, h in both) / len(both), 4) if both else None, "kappa": kappa,
+            "judge": {"a_wins": judge_tally.a_wins, "ties": judge_tally.ties, "b_wins": judge_tally.b_wins},
+            "human": {"a_wins": human_tally.a_wins, "ties": human_tally.ties, "b_wins": human_tally.b_wins},
+            "judge_unparsed": sum(j is None for j, _ in pairs),
+            "human_blank": sum(h is None for _, h in pairs),
+        })
+    return HumanAgreement(str(sheet), sheet_items, shared.height, rows)
 
 
 # ---- shared base models ----------------------------------------------------------------------------
@@ -208,53 +326,77 @@ class PairwiseResult:
     length_margin: int
     length_bins: dict
     warnings: list[str]
+    replies: dict[str, dict[str, int]]   # per criterion: retried_replies, unparsed_replies
+    retries: int
+    retry_temperature: float
+    human: HumanAgreement | None = None
 
     def text(self) -> str:
         title = (f"LLM judge {self.judge} ({self.backend}): {self.items} item(s), seed {self.seed}, each asked in both "
                  "orders; a verdict that flips with the order is a tie")
         # The human tally's table, unparsed items left out of it (its `skipped` line means blank cells).
         lines = [format_tally([replace(t, skipped=0) for t in self.tallies], self.model_a, self.model_b, title=title),
-                 "", "| criterion | unparsed | position-consistent |", "|---|---:|---:|"]
+                 "", "| criterion | unparsed | position-consistent | retried replies | unparsed replies |",
+                 "|---|---:|---:|---:|---:|"]
         for t in self.tallies:
-            lines.append(f"| {t.criterion} | {t.skipped} | {_percent(self.consistency[t.criterion])} |")
+            r = self.replies[t.criterion]
+            lines.append(f"| {t.criterion} | {t.skipped} | {_percent(self.consistency[t.criterion])} "
+                         f"| {r['retried_replies']} | {r['unparsed_replies']} |")
+        lines += ["", f"unparsed: items without a verdict (a reply of either order unparsed); retried replies: "
+                  f"re-asked up to {self.retries} time(s) at temperature {self.retry_temperature}"]
         lines += ["", f"mean reply length (words): A {self.mean_words['a']}, B {self.mean_words['b']}", "",
                   f"A win rate by reply length (similar: within {self.length_margin} words; items in brackets):", "",
                   "| criterion | " + " | ".join(LENGTH_BINS) + " |", "|---|" + "---:|" * len(LENGTH_BINS)]
         for criterion, bins in self.length_bins.items():
             cells = [f"{_percent(cell['a_win_rate'])} ({cell['items']})" for cell in (bins[name] for name in LENGTH_BINS)]
             lines.append(f"| {criterion} | " + " | ".join(cells) + " |")
+        if self.human is not None:
+            lines += ["", self.human.text()]
         if self.warnings:
             lines += ["", *self.warnings]
         return "\n".join(lines)
 
     def as_json(self) -> dict:
-        criteria_extra = {t.criterion: {"unparsed": t.skipped, "position_consistency": self.consistency[t.criterion]}
-                          for t in self.tallies}
+        criteria_extra = {t.criterion: {"unparsed": t.skipped, "position_consistency": self.consistency[t.criterion],
+                                        **self.replies[t.criterion]} for t in self.tallies}
         out = tally_json(self.tallies, self.model_a, self.model_b, judge=self.judge, backend=self.backend,
-                         items=self.items, seed=self.seed, mean_words=self.mean_words,
+                         items=self.items, seed=self.seed, retries=self.retries,
+                         retry_temperature=self.retry_temperature, mean_words=self.mean_words,
                          length_margin_words=self.length_margin, length_bins=self.length_bins, warnings=self.warnings)
         out["criteria"] = [{**row, **criteria_extra[row["criterion"]]} for row in out["criteria"]]
+        if self.human is not None:
+            out["human"] = self.human.as_json()
         return out
 
 
 def run(a: Side, b: Side, backend: ChatBackend, *, judge: str, backend_name: str, n: int | None, seed: int,
-        contexts: Path | None, repo: Path, length_margin: int = 3,
-        criteria: Sequence[str] = CRITERIA) -> tuple[PairwiseResult, pl.DataFrame]:
-    """Judge `n` seeded common items (all when None); (result, per-item verdicts)."""
+        contexts: Path | None, repo: Path, length_margin: int = 3, criteria: Sequence[str] = CRITERIA,
+        retries: int = RETRIES, retry_temperature: float = RETRY_TEMPERATURE,
+        human: tuple[Path, Path] | None = None) -> tuple[PairwiseResult, pl.DataFrame]:
+    """Judge `n` seeded common items (all when None); (result, per-item verdicts).
+
+    `human` = (filled sheet, key) adds the judge's agreement with that rater on the items both judged.
+    """
     unknown = [c for c in criteria if c not in CRITERIA]
     if unknown:
         raise PipelineError(f"judge-pairs: unknown criterion(s) {', '.join(unknown)} (use {', '.join(CRITERIA)})")
     if n is not None and n < 1:
         raise PipelineError(f"--n {n}: need at least one item")
     items = sample_rows(pair_items(a, b, contexts), n, seed)
-    verdicts = judge_pairs(backend, items, criteria)
+    # The sheet is read and matched before any judge call: a wrong sheet costs no judge time.
+    rated = human_verdicts(*human, a, b) if human else None
+    shared = shared_items(rated, items, human[0]) if human else None
+    verdicts = judge_pairs(backend, items, criteria, retries=retries, retry_temperature=retry_temperature)
+    agreement = human_agreement(verdicts, shared, criteria, human[0], rated.height) if human else None
     result = PairwiseResult(
         tallies=[tally(verdicts, c) for c in criteria], consistency={c: consistency(verdicts, c) for c in criteria},
         model_a=a.name, model_b=b.name, judge=judge, backend=backend_name, items=items.height, seed=seed,
         mean_words={"a": _mean([len(t.split()) for t in items["a"].to_list()]),
                     "b": _mean([len(t.split()) for t in items["b"].to_list()])},
         length_margin=length_margin, length_bins=length_table(verdicts, length_margin),
-        warnings=shared_base_warnings(judge, (a, b), repo))
+        warnings=shared_base_warnings(judge, (a, b), repo),
+        replies={c: reply_counts(verdicts, c) for c in criteria}, retries=retries,
+        retry_temperature=retry_temperature, human=agreement)
     return result, verdicts
 
 

@@ -14,7 +14,15 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from .errors import PipelineError
 
@@ -113,12 +121,54 @@ class SampledLlmStage(Section):
     shard_size: PositiveInt = 256
 
 
+class SynthempathyRecipe(Section):
+    """generate.synthempathy: the SYNTHEMPATHY recipe (synthempathy.py), read when generate.recipe is synthempathy."""
+
+    stories_per_situation: PositiveInt = 2
+    story_max_new_tokens: PositiveInt = 96
+    explanation_max_new_tokens: PositiveInt = 96
+    response_max_new_tokens: PositiveInt = 64
+    # MinHash LSH over word shingles: a story whose estimated Jaccard with an earlier one reaches
+    # the threshold is dropped. Exclusive of 1: datasketch's banding needs two bands at least.
+    dedupe_threshold: Annotated[float, Field(gt=0, lt=1)] = 0.5
+    shingle_words: PositiveInt = 3
+    num_perm: Annotated[int, Field(ge=16, le=1024)] = 128
+    min_words: PositiveInt = 8      # every kept story, explanation and response has this many words ...
+    max_words: PositiveInt = 150    # ... and at most this many
+    profanity_filter: bool = True   # drop explanations and responses that better-profanity flags
+    # EPITOME floor: `sum` = ER + IP + EX (0-6), or one mechanism's level (0-2); null = no floor.
+    epitome_measure: Literal["sum", "ER", "IP", "EX"] = "sum"
+    epitome_floor: NonNegativeInt | None = None
+
+    @field_validator("max_words")
+    @classmethod
+    def _length_range(cls, value: int, info: ValidationInfo) -> int:
+        low = info.data.get("min_words")
+        if low is not None and value < low:
+            raise ValueError(f"below min_words ({low}): no text could be kept")
+        return value
+
+    @field_validator("epitome_floor")
+    @classmethod
+    def _reachable_floor(cls, value: int | None, info: ValidationInfo) -> int | None:
+        measure = info.data.get("epitome_measure")
+        top, what = (6, "ER + IP + EX") if measure == "sum" else (2, f"{measure} level")
+        if value is not None and value > top:
+            raise ValueError(f"above {top}, the highest {what}: nothing could be kept")
+        return value
+
+
 class Generate(SampledLlmStage):
+    # synth_empathy: Synth-Empathy's multi-round prompts (generation.py, the keys below down to
+    # max_response_words); synthempathy: the SYNTHEMPATHY corpus recipe (synthempathy.py, `synthempathy`).
+    recipe: Literal["synth_empathy", "synthempathy"] = "synth_empathy"
     model: str = "base"             # base = the branch's base model; else a hub id, path or served model name
     prompt_variant: Literal[1, 2] = 2
+    # synth_empathy: ED train samples; synthempathy: ED situations (one per conversation).
     num_seeds: Annotated[PositiveInt | Fraction, Field(description="a whole count >= 1 or a fraction in (0, 1]")]
     completions_per_seed: PositiveInt = 1
     max_response_words: PositiveInt = 30
+    synthempathy: SynthempathyRecipe = SynthempathyRecipe()
 
 
 class Lora(Section):
@@ -178,11 +228,15 @@ class Embed(Section):
 
 
 class Quality(Section):
-    # S = 100 * cos(E_D, E_G) lies in [-100, 100]; keep S > threshold.
+    # S = 100 * cos(E_D, E_G) lies in [-100, 100]; keep S > threshold (-100 keeps every sample: the
+    # "without quality selection" ablation of Synth-Empathy Table 3).
     threshold: Annotated[float, Field(ge=-100, le=100)]
 
 
 class Diversity(Section):
+    # kcenter: K-Center-Greedy (Synth-Empathy §3.3); random: a seeded uniform subset of the same size
+    # (the "without diversity selection" ablation of Synth-Empathy Table 4).
+    method: Literal["kcenter", "random"] = "kcenter"
     k: PositiveInt | None = None
     ratio: Fraction | None = 0.9
     seed: int = 0
@@ -209,6 +263,9 @@ class JudgeQuality(JudgeStage):
 
 
 class Rate(JudgeStage):
+    # The prepared split this branch rates, splits and trains its experts on: train (the paper) or
+    # valid (the only split besides test whose ChatGPT ratings the authors released).
+    pool: Literal["train", "valid"] = "train"
     max_samples: PositiveInt | None = None
     retries: NonNegativeInt = 1
     retry_temperature: Temperature = 0.7
@@ -227,8 +284,22 @@ class Split(Section):
     threshold: Annotated[float, Field(ge=0, le=10)]  # ratings are 0-10
 
 
+class Experts(Section):
+    """The split set (data/split/<set>.parquet) each Efficient-Empathy expert is trained on.
+
+    The paper trains sensibility on the sensibility set and rationality on the rationality set. The
+    other values are its baselines and ablations: `all` = every rated sample (Full F.T., Table 2),
+    `discard` as the rationality expert = Table 6 struc-(b).
+    """
+
+    sensibility: Literal["sensibility", "rationality", "discard", "all"] = "sensibility"
+    rationality: Literal["sensibility", "rationality", "discard", "all"] = "rationality"
+
+
 class BtxMerge(Section):
     router_seed: int = 0
+    # trained: the rationality expert as trained; base: the base model in its place (EE Table 6 struc-(a)).
+    rationality_expert: Literal["trained", "base"] = "trained"
 
 
 class Epitome(Section):
@@ -250,7 +321,7 @@ SECTIONS: dict[str, type[Section]] = {
     "generate": Generate, "lora": Lora, "train": Train, "train_discriminator": TrainRun,
     "discriminate": Discriminate, "embed": Embed, "quality": Quality, "diversity": Diversity,
     "train_synth": TrainRun, "judge_quality": JudgeQuality,
-    "rate": Rate, "split": Split, "train_expert": TrainRun, "btx_merge": BtxMerge, "train_router": TrainRun,
+    "rate": Rate, "split": Split, "experts": Experts, "train_expert": TrainRun, "btx_merge": BtxMerge, "train_router": TrainRun,
     "epitome": Epitome,
 }
 TOP_LEVEL_SCALARS = {"profile"}  # the name of the profile params.yaml was last switched to

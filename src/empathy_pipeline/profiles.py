@@ -33,9 +33,14 @@ def load_profile(name: str, profiles_dir: Path = PROFILES_DIR) -> dict[str, obje
 
 def apply_profile(name: str, params_file: Path, profiles_dir: Path = PROFILES_DIR) -> list[str]:
     """Set every key of the profile in params_file; returns the dotted keys whose value changed."""
+    return set_params(params_file, load_profile(name, profiles_dir), f"profiles/{name}.yaml")
+
+
+def set_params(params_file: Path, values: dict[str, object], source: str = "override") -> list[str]:
+    """Set dotted keys (`quality.threshold`) of params_file in place, keeping its comments; returns
+    the keys whose value changed. A key params_file lacks is an error naming `source`."""
     from ruamel.yaml import YAML
 
-    values = load_profile(name, profiles_dir)
     yaml = YAML()
     yaml.preserve_quotes = True
     yaml.width = 120
@@ -51,10 +56,10 @@ def apply_profile(name: str, params_file: Path, profiles_dir: Path = PROFILES_DI
         node = doc
         for key in parents:
             if key not in node or not hasattr(node[key], "keys"):
-                raise PipelineError(f"profiles/{name}.yaml: {dotted} has no place in {params_file}")
+                raise PipelineError(f"{source}: {dotted} has no place in {params_file}")
             node = node[key]
         if leaf not in node:
-            raise PipelineError(f"profiles/{name}.yaml: {dotted} is not a key of {params_file}")
+            raise PipelineError(f"{source}: {dotted} is not a key of {params_file}")
         if node[leaf] != value:
             changed.append(dotted)
             node[leaf] = value

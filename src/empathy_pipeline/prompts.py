@@ -612,3 +612,126 @@ def parse_preference(reply: str) -> str | None:
     if head.group(2) is not None:
         return PREFER_FIRST if head.group(2) == "1" else PREFER_SECOND
     return PREFER_TIE
+
+
+# ---- SYNTHEMPATHY: situation -> stories -> explanation -> response (Chen, Shin & Hirschberg 2025) ---
+# The corpus paper brainstorms many first-person stories per real-life situation, removes near
+# duplicates, rewrites each story as the first-person explanation its narrator would give, and has
+# the LLM answer that explanation empathetically; its corpus is the (explanation, response) pairs.
+# Its prompts are not reproduced here: these three are written by us from that description, with
+# the ED situation (`prompt` in the CSVs) and its emotion as the seed. The story and explanation
+# chats prefill the assistant turn with "I" so that even a 135M model writes in the first person;
+# the parsers put the prefill back, and read a reply that ignored it (an OpenAI server) as it is.
+
+STORY_SYSTEM_PROMPT = "You write short, realistic stories about everyday life, told in the first person."
+
+STORY_PROMPT = """Situation: {situation}
+Feeling: {emotion}
+
+Write a new short story, told in the first person ("I"), about someone living through a situation like this one and feeling {emotion}. Use three to five sentences. Write only the story."""
+
+EXPLANATION_SYSTEM_PROMPT = "You retell stories the way the person in them would tell a friend what happened."
+
+EXPLANATION_PROMPT = """Story: {story}
+
+You are the person in this story and you feel {emotion}. Tell a friend, in the first person, what happened and explain why you feel {emotion}. Use two to four sentences. Write only what you would say."""
+
+EMPATHETIC_RESPONSE_SYSTEM_PROMPT = (
+    "You are an empathetic listener. A friend tells you what happened to them. Reply in two or three "
+    "sentences that show you understand how they feel and why, with warmth; you may ask a gentle question."
+)
+
+FIRST_PERSON_PREFILL = "I"
+
+
+def story_chat(situation: str, emotion: str, prefill: str | None = FIRST_PERSON_PREFILL) -> Chat:
+    """Chat asking for one new first-person story in a situation like `situation`, feeling `emotion`."""
+    chat: Chat = [
+        {"role": "system", "content": STORY_SYSTEM_PROMPT},
+        {"role": "user", "content": STORY_PROMPT.format(situation=situation, emotion=emotion or "some emotion")},
+    ]
+    if prefill:
+        chat.append({"role": "assistant", "content": prefill})
+    return chat
+
+
+def explanation_chat(story: str, emotion: str, prefill: str | None = FIRST_PERSON_PREFILL) -> Chat:
+    """Chat asking the narrator of `story` to explain, in the first person, what happened and why they feel `emotion`."""
+    chat: Chat = [
+        {"role": "system", "content": EXPLANATION_SYSTEM_PROMPT},
+        {"role": "user", "content": EXPLANATION_PROMPT.format(story=story, emotion=emotion or "some emotion")},
+    ]
+    if prefill:
+        chat.append({"role": "assistant", "content": prefill})
+    return chat
+
+
+def empathetic_response_chat(explanation: str) -> Chat:
+    """Chat asking for one empathetic reply to a first-person `explanation` (the speaker's only turn)."""
+    return [{"role": "system", "content": EMPATHETIC_RESPONSE_SYSTEM_PROMPT},
+            {"role": "user", "content": explanation}]
+
+
+class ParsedPassage(NamedTuple):
+    """`text` when the reply is usable; else `reject_reason` says why (and `text` is "")."""
+
+    text: str
+    reject_reason: str | None
+    dropped_tail: bool = False  # an unfinished last sentence (the token limit) was cut off
+
+
+# REJECT_EMPTY ("empty") as above, plus:
+REJECT_CUT_OFF = "cut_off"                    # no complete sentence: the token limit cut the first one
+REJECT_NOT_FIRST_PERSON = "not_first_person"  # a story or explanation without I / me / my
+
+# A label the model put in front of its text ("Story:", "**Explanation:**", "Response -").
+_PASSAGE_LABEL_RE = re.compile(r"^[\s*#_>-]*(story|explanation|response|reply)[\s*_]*[:-][\s*_]*", re.IGNORECASE)
+# An assistant preamble on its own line ("Here is a short story:", "Sure! Here's what I would say:").
+_PREAMBLE_RE = re.compile(r"^\s*(here\s+is|here's|sure|certainly|of course|okay)\b[^\n]*\n", re.IGNORECASE)
+# The end of a complete sentence: ., ! or ? (or …), then any closing quotes or brackets.
+_SENTENCE_END_RE = re.compile(r"[.!?…][\"'”’)\]]*(?=\s|$)")
+_FIRST_PERSON_RE = re.compile(r"\bI\b|\b(?:me|my|mine|myself)\b", re.IGNORECASE)
+
+
+def _parse_passage(text: str, prefix: str, first_person: bool) -> ParsedPassage:
+    if not text or not text.strip():
+        return ParsedPassage("", REJECT_EMPTY)
+    text = _PREAMBLE_RE.sub("", text.strip(), count=1)
+    text = _PASSAGE_LABEL_RE.sub("", text.strip(), count=1).strip()
+    # The first paragraph: what follows a blank line is commentary ("I hope you like it!"), not the text.
+    text = " ".join(re.split(r"\n\s*\n", text, maxsplit=1)[0].split()).strip(" *_")
+    if len(text) > 1 and text[0] == text[-1] == '"':  # a passage quoted whole; a quote inside it stays
+        text = text[1:-1].strip()
+    if prefix and text[:1] and (text[0].islower() or text[0] in ("'", "’")):
+        # A continuation of the prefill ("woke up early", "'m so tired"); a reply that starts with a
+        # capital opened a text of its own ("I woke up", "Yesterday I ...") and keeps it.
+        text = prefix + ("" if text[0] in ("'", "’") else " ") + text
+    if not text:
+        return ParsedPassage("", REJECT_EMPTY)
+    ends = list(_SENTENCE_END_RE.finditer(text))
+    dropped_tail = not ends or ends[-1].end() != len(text)
+    if dropped_tail:
+        if not ends:
+            return ParsedPassage("", REJECT_CUT_OFF, True)
+        text = text[:ends[-1].end()]
+    if first_person and not _FIRST_PERSON_RE.search(text):
+        return ParsedPassage("", REJECT_NOT_FIRST_PERSON, dropped_tail)
+    return ParsedPassage(text, None, dropped_tail)
+
+
+def parse_story(text: str, prefix: str = FIRST_PERSON_PREFILL) -> ParsedPassage:
+    """The story in a story_chat reply: its first paragraph, labels and preambles dropped, the
+    prefill put back, an unfinished last sentence cut off; rejected when empty, with no complete
+    sentence, or not in the first person. Length and content filters are the recipe's (synthempathy.py)."""
+    return _parse_passage(text, prefix, first_person=True)
+
+
+def parse_explanation(text: str, prefix: str = FIRST_PERSON_PREFILL) -> ParsedPassage:
+    """The first-person explanation in an explanation_chat reply (the same reading as parse_story)."""
+    return _parse_passage(text, prefix, first_person=True)
+
+
+def parse_empathetic_response(text: str) -> ParsedPassage:
+    """The reply in an empathetic_response_chat answer: first paragraph, label dropped, an
+    unfinished last sentence cut off; rejected when empty or with no complete sentence."""
+    return _parse_passage(text, "", first_person=False)

@@ -15,7 +15,7 @@ from importlib import metadata
 # The packages whose version can change a number in metrics/: models, kernels, tokenisation, scoring.
 PACKAGES = ("torch", "transformers", "peft", "accelerate", "tokenizers", "safetensors", "gguf",
             "sentence-transformers", "vllm", "numpy", "polars", "nltk", "rouge-score", "pycocoevalcap",
-            "bert-score")
+            "bert-score", "datasketch", "better-profanity")
 
 
 def versions() -> dict[str, str | None]:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 from collections import defaultdict, deque
-from dataclasses import asdict, replace
+from dataclasses import asdict
 from pathlib import Path
 
 import polars as pl
@@ -20,7 +20,8 @@ import polars as pl
 from . import prompts
 from .errors import PipelineError
 from .io import read_json_list
-from .llm.base import SEEDING, ChatBackend, Sampling, request_seed
+from .judge_retry import ask_until_parsed
+from .llm.base import SEEDING, ChatBackend, Sampling
 from .llm_table import fingerprint, run_sharded
 
 RATINGS_SCHEMA = {
@@ -87,37 +88,21 @@ def _rate_part(judge: ChatBackend, part: pl.DataFrame, retries: int, sampling: S
                retry_temperature: float, prefill: str | None) -> pl.DataFrame:
     chats = [prompts.rating_chat(context, response, prefill)
              for context, response in zip(part["context"].to_list(), part["response"].to_list(), strict=True)]
-    ids = part["sample_id"].to_list()
-    replies: list[str | None] = [None] * len(chats)
-    scores: list[prompts.RatingScores] = [prompts.RatingScores(None, None)] * len(chats)
-    attempts = [0] * len(chats)
-    pending = list(range(len(chats)))
-    for attempt in range(retries + 1):
-        if not pending:
-            break
-        call = sampling if attempt == 0 else replace(sampling, temperature=retry_temperature)
-        # Seeded per sample and attempt: a retry draws the same whichever other samples also failed.
-        seeds = [request_seed(sampling.seed, attempt_key(ids[i], attempt)) for i in pending]
-        out = judge.generate([chats[i] for i in pending], call, seeds)
-        if len(out) != len(pending):
-            raise PipelineError(f"rate: backend returned {len(out)} replies for {len(pending)} prompts")
-        for i, reply in zip(pending, out, strict=True):
-            # The backend returns only what the model wrote; the form it continued is part of the answer.
-            text = f"{prefill}{reply}" if prefill else reply
-            replies[i], scores[i], attempts[i] = text, prompts.parse_rating(text), attempt + 1
-        pending = [i for i in pending if None in scores[i]]
+
+    def form(reply: str) -> str:
+        # The backend returns only what the model wrote; the form it continued is part of the answer.
+        return f"{prefill}{reply}" if prefill else reply
+
+    asked = ask_until_parsed(judge, chats, part["sample_id"].to_list(), lambda reply: prompts.parse_rating(form(reply)),
+                             sampling=sampling, retries=retries, retry_temperature=retry_temperature, what="rate",
+                             parsed_ok=lambda scores: None not in scores)
     return pl.DataFrame({
         "sample_id": part["sample_id"].to_list(),
-        "sensibility": [s.sensibility for s in scores],
-        "rationality": [s.rationality for s in scores],
-        "raw_reply": replies,
-        "attempts": attempts,
+        "sensibility": [s.sensibility for s in asked.parsed],
+        "rationality": [s.rationality for s in asked.parsed],
+        "raw_reply": [form(reply) for reply in asked.replies],
+        "attempts": asked.attempts,
     }, schema=SHARD_SCHEMA)
-
-
-def attempt_key(sample_id: str, attempt: int) -> str:
-    """The seed key of one judge call: the sample_id, plus the retry number for retries."""
-    return sample_id if attempt == 0 else f"{sample_id}#retry{attempt}"
 
 
 # ---- importing the authors' ratings ----------------------------------------------------------------

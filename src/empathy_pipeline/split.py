@@ -39,15 +39,18 @@ def split_by_threshold(ratings: pl.DataFrame, threshold: float) -> tuple[pl.Data
 
 def split_samples(samples: pl.DataFrame, ratings: pl.DataFrame, threshold: float
                   ) -> tuple[dict[str, pl.DataFrame], pl.DataFrame, dict]:
-    """({subset: its samples in file order}, ratings labelled with their subset, metrics)."""
+    """({subset: its samples in file order, and `all`: every rated one}, ratings labelled with their subset, metrics)."""
     unknown = ratings.join(samples, on="sample_id", how="anti")
     if unknown.height:
-        raise PipelineError(f"ratings: {unknown.height} rating(s) for samples not in the train split "
+        raise PipelineError(f"ratings: {unknown.height} rating(s) for samples not in the rated pool "
                             f"(first: {unknown['sample_id'][0]}); rerun the rate stage")
     labelled, counts = split_by_threshold(ratings, threshold)
     tables = {name: samples.join(labelled.filter(labelled["subset"] == name).select("sample_id"),
                                  on="sample_id", how="semi", maintain_order="left")
               for name in SUBSETS}
+    # Every rated sample, for the Full F.T. baseline (EE Table 2) that the subsets are measured against.
+    tables["all"] = samples.join(labelled.filter(labelled["subset"].is_not_null()).select("sample_id"),
+                                 on="sample_id", how="semi", maintain_order="left")
     rated = labelled.height - counts["missing"]
     metrics = {"threshold": threshold, "samples": samples.height, "rated": rated,
                "unrated": samples.height - ratings.height, **counts}

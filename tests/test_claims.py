@@ -1,0 +1,188 @@
+"""`empathy claims` at a tiny scale: the arms run as real DVC experiments, the table is produced, and a
+second run skips every finished arm (verdicts at this scale mean nothing and are not checked)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from test_pipeline import TINY, git, set_params
+
+from empathy_pipeline import claims as claims_lib
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+ENV = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
+       "TOKENIZERS_PARALLELISM": "false"}
+# Claims 1 and 3 need three arms (Full F.T., the sensibility expert, the MoE) and no plan (that is for
+# the Synth-Empathy claims' T sweep).
+ONLY = "1,3"
+
+
+def empathy(work: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([str(BIN / "empathy"), *args], cwd=work, env=ENV, capture_output=True, text=True)
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory) -> Path:
+    work = tmp_path_factory.mktemp("claims")
+    for name in ("dvc.yaml", "params.yaml", ".gitignore"):
+        shutil.copy(ROOT / name, work / name)
+    for name in ("stages", "src", "configs"):
+        shutil.copytree(ROOT / name, work / name, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(ROOT / "data" / "sample", work / "data" / "sample")
+    set_params(work / "params.yaml", {**TINY, "train_expert.max_samples": 4, "train_router.max_samples": 4})
+    (work / "profiles").mkdir()
+    (work / "profiles" / "smoke.yaml").write_text("profile: smoke\nsplit:\n  threshold: 5\n")
+    git(work, "init", "-q")
+    subprocess.run([str(BIN / "dvc"), "init", "-q"], cwd=work, env=ENV, check=True)
+    git(work, "add", "-A")
+    git(work, "commit", "-q", "-m", "tiny project")
+    return work
+
+
+@pytest.fixture(scope="module")
+def first_run(project: Path) -> subprocess.CompletedProcess:
+    return empathy(project, "claims", "--profile", "smoke", "--seeds", "1", "--only", ONLY, "--n-resamples", "50")
+
+
+@pytest.mark.slow
+def test_claims_run_as_dvc_experiments_and_make_the_table(project, first_run):
+    assert first_run.returncode == 0, first_run.stdout[-3000:] + first_run.stderr[-3000:]
+    results = project / "benchmarks/results/claims"
+    assert {p.name for p in results.iterdir() if p.is_dir()} == {"ee-full-s0", "ee-sens-t5-s0", "ee-moe-s0"}
+    assert (results / "claims.md").read_text().startswith("| # | paper | claim |")
+    for arm in ("ee-full-s0", "ee-sens-t5-s0", "ee-moe-s0"):
+        info = json.loads((results / arm / "arm.json").read_text())
+        assert (results / arm / "predictions.parquet").exists() and (results / arm / "metrics.json").exists()
+        assert info["experiment"].startswith(f"claims-{arm}-")
+    assert json.loads((results / "ee-full-s0" / "arm.json").read_text())["params"]["experts.sensibility"] == "all"
+    # The arms are DVC experiments of the project: `dvc exp show` lists them with their params.
+    shown = subprocess.run([str(BIN / "dvc"), "exp", "show", "--json"], cwd=project, env=ENV,
+                           capture_output=True, text=True, check=True).stdout
+    for arm in ("ee-full-s0", "ee-sens-t5-s0", "ee-moe-s0"):
+        assert f"claims-{arm}-" in shown
+    table = json.loads((project / "benchmarks/results/claims.json").read_text())
+    rows = {row["claim"]: row for row in table["claims"]}
+    assert set(rows) == {1, 3}
+    for number in (1, 3):
+        (part,) = rows[number]["parts"]
+        assert part["status"] == "done"
+        metrics = {m["metric"]: m for m in part["comparison"]["metrics"]}
+        assert {"bleu1", "rouge1", "cider"} <= set(metrics)
+        assert rows[number]["verdict"] in ("holds", "reversed", "not resolved", "mixed")
+    assert "| 1 | EE Table 2 |" in first_run.stdout and "ee-full → ee-sens-t5 (0)" in first_run.stdout
+    # The workspace's params.yaml is the committed one again.
+    assert git(project, "status", "--porcelain", "params.yaml") == ""
+
+
+@pytest.mark.slow
+def test_a_second_run_skips_finished_arms(project, first_run):
+    assert first_run.returncode == 0
+    before = git(project, "for-each-ref", "refs/exps")
+    again = empathy(project, "claims", "--profile", "smoke", "--seeds", "1", "--only", ONLY, "--n-resamples", "50")
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "3 arm(s), 3 already in" in again.stdout
+    assert "claims [" not in again.stdout
+    assert git(project, "for-each-ref", "refs/exps") == before      # no new experiment
+
+
+@pytest.mark.slow
+def test_uncommitted_params_are_refused_in_one_line(project, first_run):
+    params = project / "params.yaml"
+    original = params.read_text()
+    params.write_text(original + "\n# edited\n")
+    try:
+        result = empathy(project, "claims", "--profile", "smoke", "--only", ONLY)
+    finally:
+        params.write_text(original)
+    assert result.returncode == 1
+    assert result.stderr.strip().startswith("error: params.yaml differs from the last commit")
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_verdicts_are_never_stronger_than_the_interval():
+    assert claims_lib.verdict({"ci_low": 0.1, "ci_high": 2.0}) == "holds"
+    assert claims_lib.verdict({"ci_low": -0.1, "ci_high": 2.0}) == "not resolved"
+    assert claims_lib.verdict({"ci_low": -3.0, "ci_high": -0.01}) == "reversed"
+    assert claims_lib.row_verdict(["holds", "holds", "not resolved"]) == "holds"
+    assert claims_lib.row_verdict(["holds", "not resolved", "not resolved"]) == "not resolved"
+    assert claims_lib.row_verdict(["holds", "reversed", "holds"]) == "mixed"
+    assert claims_lib.row_verdict(["reversed", "reversed", "not resolved"]) == "reversed"
+
+
+def test_arm_keys_follow_params_and_seed():
+    params = {"split": {"threshold": 5}, "train": {"seed": 0}}
+    sens = claims_lib.Arm("ee-sens-t5", "expert_sensibility", {"split.threshold": 5})
+    assert claims_lib.arm_key(params, sens) == claims_lib.arm_key(json.loads(json.dumps(params)), sens)
+    assert claims_lib.arm_key(params, sens) != claims_lib.arm_key({**params, "train": {"seed": 1}}, sens)
+    assert claims_lib.arm_key(params, sens) != claims_lib.arm_key(params, claims_lib.Arm("ee-full", "moe"))
+
+
+def test_the_plan_orders_seed_zero_first_and_waits_for_the_main_subset_size():
+    plan = {"thresholds": [10.0, 20.0, 30.0, 40.0, 50.0]}
+    without_k = claims_lib.arms(plan, [0, 1], k_main=None)
+    names = [a.name for a in without_k]
+    assert "se-noquality-s0" not in names
+    assert names.index("ee-sens-t6-s0") < names.index("se-ed-s1")
+    assert {a.name for a in without_k if a.seed == 1} == {"se-ed-s1", "se-synth-t30-s1", "ee-sens-t5-s1", "ee-full-s1"}
+    with_k = {a.name: a for a in claims_lib.arms(plan, [0, 1], k_main=7)}
+    assert with_k["se-noquality-s0"].overrides == {"quality.threshold": -100, "diversity.k": 7}
+    assert claims_lib.families(plan, [7]) == {f"se-synth-t{t:g}" for t in plan["thresholds"]}
+
+
+def _fake_arm(results: Path, family: str, seed: int, replies: list[str], references: list[str], **stage) -> None:
+    """A finished arm as `empathy claims` writes it: predictions, the model's metrics, stage metrics."""
+    from empathy_pipeline.metrics import score_predictions
+
+    folder = results / f"{family}-s{seed}"
+    folder.mkdir(parents=True)
+    import polars as pl
+
+    pl.DataFrame({"sample_id": [f"test:{i}" for i in range(len(replies))], "prediction": replies,
+                  "reference": references}).write_parquet(folder / "predictions.parquet")
+    (folder / "metrics.json").write_text(json.dumps(score_predictions(replies, references, bertscore=False)))
+    for name, values in stage.items():
+        (folder / f"{name}.json").write_text(json.dumps(values))
+    (folder / "arm.json").write_text(json.dumps({"arm": f"{family}-s{seed}", "family": family, "seed": seed}))
+
+
+def test_the_table_from_finished_arms_alone(tmp_path):
+    """--table-only: Synth-Empathy rows, the T sweep's rise-then-fall test and seeds pooled as paired items."""
+    results = tmp_path / "claims"
+    references = [f"that sounds really hard , i am sorry about your {w} ." for w in
+                  ("dog", "job", "exam", "car", "house", "friend", "mother", "phone", "trip", "team")] * 3
+    good = list(references)                                    # the reference itself: the best possible reply
+    bad = ["ok ." for _ in references]
+    half = [r if i % 2 else "ok ." for i, r in enumerate(references)]
+    ts = [10.0, 20.0, 30.0, 40.0, 50.0]
+    results.mkdir()
+    (results / "plan.json").write_text(json.dumps({"thresholds": ts, "quantiles": [0.1, 0.3, 0.5, 0.7, 0.9]}))
+    for t, replies in zip(ts, (bad, half, good, half, bad), strict=True):
+        _fake_arm(results, f"se-synth-t{t:g}", 0, replies, references, selection={"n_kept": int(100 - t)},
+                  diversity={"k": int(90 - t)})
+    _fake_arm(results, "se-synth-t30", 1, good, references)
+    for seed in (0, 1):
+        _fake_arm(results, "se-ed", seed, bad, references)
+    _fake_arm(results, "se-random", 0, good, references)
+    table = claims_lib.evaluate_claims(results, n_resamples=200)
+    rows = {row["claim"]: row for row in table["claims"]}
+    assert rows[6]["verdict"] == "holds"                        # ED + selection (good) beats ED only (bad)
+    assert rows[6]["parts"][0]["comparison"]["seeds"] == [0, 1]
+    assert rows[6]["parts"][0]["comparison"]["n_items"] == 2 * len(references)   # two seeds, paired per item
+    assert rows[7]["verdict"] == "holds"                        # bad, half, good, half, bad: up, then down
+    assert [p["threshold"] for p in rows[7]["points"]] == ts and rows[7]["points"][0]["n_kept"] == 90
+    assert rows[9]["verdict"] == "not resolved"                 # identical replies: difference 0
+    assert rows[8]["verdict"] == "not run" and rows[1]["verdict"] == "not run"
+    assert table["arms"]["se-ed"]["metrics"]["bleu1"]["std"] == 0.0
+    assert table["arms"]["se-synth-t30"]["seeds"] == [0, 1]
+    text = claims_lib.render(table)
+    assert "| 6 | SE Table 1 |" in text and "se-ed → se-synth-t30 (0,1)" in text and "(not run)" in text
+    assert "| 30 |" in text                                     # the sweep's table
+    claims_lib.write_outputs(table, tmp_path / "claims.json", results / "claims.md", results / "sweep.png")
+    assert (results / "sweep.png").stat().st_size > 0 and json.loads((tmp_path / "claims.json").read_text())
