@@ -156,6 +156,7 @@ class Runner:
     dvc: Sequence[str] = ("dvc",)
     profile: dict = field(init=False)
     original_params: str = field(init=False)
+    _keys: dict = field(init=False, default_factory=dict)
 
     def __post_init__(self) -> None:
         self.profile = load_profile(self.profile_name, self.repo / "profiles")
@@ -166,20 +167,26 @@ class Runner:
                                 "(every claims experiment starts from the committed params)")
         self.original_params = params.read_text()
 
-    def params_of(self, arm: Arm) -> dict:
-        """The arm's params.yaml as a tree: the committed one + the profile + the arm's overrides."""
-        import yaml
-
-        self.write_params(arm)
-        return yaml.safe_load((self.repo / "params.yaml").read_text())
-
-    def write_params(self, arm: Arm) -> None:
-        params = self.repo / "params.yaml"
-        params.write_text(self.original_params)
-        set_params(params, {**self.profile, **arm.params()}, f"claims arm {arm.name}")
+    def write_params(self, arm: Arm, path: Path | None = None) -> Path:
+        """The arm's params.yaml (the committed one + the profile + the arm's overrides) at `path`."""
+        path = path or self.repo / "params.yaml"
+        path.write_text(self.original_params)
+        set_params(path, {**self.profile, **arm.params()}, f"claims arm {arm.name}")
+        return path
 
     def key(self, arm: Arm) -> str:
-        return arm_key(self.params_of(arm), arm)
+        """arm_key of the arm's params, worked out in a scratch file (the workspace's is left alone)
+        once per arm: the run loop asks again after every arm."""
+        import tempfile
+
+        import yaml
+
+        memo = (arm.name, arm.stage, json.dumps(arm.params(), sort_keys=True, default=str))
+        if memo not in self._keys:
+            with tempfile.TemporaryDirectory() as tmp:
+                params = yaml.safe_load(self.write_params(arm, Path(tmp) / "params.yaml").read_text())
+            self._keys[memo] = arm_key(params, arm)
+        return self._keys[memo]
 
     def done(self, arm: Arm) -> Path | None:
         folder = self.results / arm.name
@@ -189,7 +196,8 @@ class Runner:
         return None
 
     def run(self, arm: Arm, index: int, total: int) -> Path:
-        key = self.key(arm)     # and params.yaml is now the arm's
+        key = self.key(arm)
+        self.write_params(arm)
         settings = ", ".join(f"{k}={v}" for k, v in arm.params().items())
         self.log(f"claims [{index}/{total}] {arm.name}: {arm.stage} with {settings}")
         name = self._experiment_name(f"claims-{arm.name}-{key[:6]}")
@@ -428,7 +436,7 @@ def _sweep(plan: dict, finished: dict, n_resamples: int, bertscore_options: dict
     points = []
     for t in plan["thresholds"]:
         folders = finished.get(f"se-synth-t{_t_label(t)}", {})
-        if 0 not in folders and not folders:
+        if not folders:
             continue
         folder = folders[min(folders)]
         m = json.loads((folder / "metrics.json").read_text())
