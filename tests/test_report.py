@@ -11,15 +11,17 @@ from pathlib import Path
 import pytest
 
 from empathy_pipeline.errors import PipelineError
-from empathy_pipeline.report import collect, render
+from empathy_pipeline.report import collect, render, seed_summaries
 
 BIN = Path(sys.executable).parent
 WRITER = """import json, pathlib, yaml
-score = yaml.safe_load(open("params.yaml"))["score"]
+params = yaml.safe_load(open("params.yaml"))
+score, seed = params["score"], params["train"]["seed"]
 out = pathlib.Path("metrics")
 out.mkdir(exist_ok=True)
 for model, offset in (("synth_base", 0.0), ("synth", 1.0)):
-    (out / f"{model}.json").write_text(json.dumps({"bleu1": score + offset, "cider": 10 * score, "n": 3}))
+    bleu1 = score + offset + 0.25 * seed
+    (out / f"{model}.json").write_text(json.dumps({"bleu1": bleu1, "cider": 10 * score, "n": 3}))
 (out / "prepare.json").write_text(json.dumps({"train": {"samples": 10}}))
 (out / "diversity.json").write_text(json.dumps({"k": 2}))
 """
@@ -27,7 +29,7 @@ PIPELINE = """stages:
   score:
     cmd: python writer.py
     deps: [writer.py]
-    params: [score]
+    params: [score, train]
     metrics:
       - metrics/synth_base.json: {cache: false}
       - metrics/synth.json: {cache: false}
@@ -58,13 +60,16 @@ def repo(tmp_path_factory) -> dict:
     empty = commit(root, "no pipeline")
     (root / "writer.py").write_text(WRITER)
     (root / "dvc.yaml").write_text(PIPELINE)
-    (root / "params.yaml").write_text("score: 1.0\n")
+    (root / "params.yaml").write_text("score: 1.0\ntrain:\n  seed: 0\n")
     run(root, str(BIN / "dvc"), "repro", "-q")
     first = commit(root, "score 1")
-    (root / "params.yaml").write_text("score: 2.0\n")
+    (root / "params.yaml").write_text("score: 2.0\ntrain:\n  seed: 0\n")
     run(root, str(BIN / "dvc"), "repro", "-q")
     second = commit(root, "score 2")
     run(root, str(BIN / "dvc"), "exp", "run", "-q", "-S", "score=5.0", "-n", "five")
+    for seed in (1, 2):  # the same recipe under other training seeds
+        run(root, str(BIN / "dvc"), "exp", "run", "-q", "-S", "score=5.0", "-S", f"train.seed={seed}",
+            "-n", f"five-s{seed}")
     run(root, "git", "checkout", "-q", "--", ".")
     run(root, str(BIN / "dvc"), "checkout", "-q")
     return {"root": root, "empty": empty, "first": first, "second": second}
@@ -87,6 +92,24 @@ def test_report_shows_commits_and_experiments_with_the_best_marked(repo):
     assert "| five | synth | **6.00** |" in table and "**50.00**" in table
     assert json.loads(render(rows, "json"))[0]["source"] == repo["first"]
     assert render(rows, "csv").splitlines()[0].startswith("source,model,B-1,")
+
+
+def test_rows_differing_only_in_the_training_seed_get_mean_and_std(repo):
+    rows = collect(repo["root"], revs=[repo["first"], repo["second"]], exps=["five", "five-s1", "five-s2"],
+                   workspace=False)
+    summaries = {s.model: s for s in seed_summaries(rows)}
+    assert set(summaries) == {"synth_base", "synth"}  # the two commits are other recipes, not a replicate
+    synth = summaries["synth"]
+    assert sorted(synth.sources) == ["five", "five-s1", "five-s2"]
+    assert sorted(synth.seeds) == ["train.seed=0", "train.seed=1", "train.seed=2"]
+    assert synth.mean["bleu1"] == pytest.approx(6.25) and synth.std["bleu1"] == pytest.approx(0.25)
+    assert synth.mean["cider"] == pytest.approx(50.0) and synth.std["cider"] == 0.0
+    assert "| 6.25 ± 0.25 |" in render(rows)
+    [aggregate] = [e for e in json.loads(render(rows, "json")) if e.get("aggregate") and e["model"] == "synth"]
+    assert aggregate["bleu1"] == pytest.approx(6.25) and aggregate["std"]["bleu1"] == pytest.approx(0.25)
+    assert any(line.startswith("mean over ") and ",synth," in line for line in render(rows, "csv").splitlines())
+    # one seed of each recipe: no summary
+    assert seed_summaries(collect(repo["root"], revs=[repo["first"], repo["second"]], workspace=False)) == []
 
 
 def test_a_commit_that_changed_code_without_repro_is_marked_stale(repo, tmp_path):

@@ -12,6 +12,7 @@ import csv
 import io
 import json
 import shutil
+import statistics
 import subprocess
 import tempfile
 from collections.abc import Sequence
@@ -151,12 +152,77 @@ def _best(rows: Sequence[Row]) -> dict[str, float]:
     return best
 
 
+# ---- replicates: rows of one model whose params differ only in the training seeds ------------------
+
+# The seeds a rerun of the same recipe varies (claims.py varies train.seed); every other param must match.
+SEED_PARAMS = ("train.seed", "train_router.router_seed")
+
+
+@dataclass
+class SeedSummary:
+    model: str
+    seeds: list[str]         # "train.seed=0" style labels, one per replicate
+    sources: list[str]
+    mean: dict[str, float]
+    std: dict[str, float]    # sample standard deviation (n - 1), over the replicates
+
+
+def _seed_labels(params: dict) -> tuple[dict, str]:
+    """The params without the seed keys, and a label of the seed values they held."""
+    rest = json.loads(json.dumps(params))
+    labels = []
+    for dotted in SEED_PARAMS:
+        *parents, leaf = dotted.split(".")
+        node = rest
+        for part in parents:
+            node = node.get(part) if isinstance(node, dict) else None
+        if isinstance(node, dict) and leaf in node:
+            labels.append(f"{dotted}={node.pop(leaf)}")
+    return rest, ", ".join(labels)
+
+
+def seed_summaries(rows: Sequence[Row]) -> list[SeedSummary]:
+    """Mean ± std per model over rows that are the same recipe under different training seeds."""
+    groups: dict[tuple[str, str], list[tuple[str, Row]]] = {}
+    for row in rows:
+        if not row.params:
+            continue
+        rest, label = _seed_labels(row.params)
+        groups.setdefault((row.model, json.dumps(rest, sort_keys=True)), []).append((label, row))
+    out = []
+    for (model, _), members in groups.items():
+        if len({label for label, _ in members}) < 2:
+            continue  # one seed (or the same seed twice): nothing to spread over
+        mean, std = {}, {}
+        for _, key in COLUMNS:
+            values = [r.metrics[key] for _, r in members if isinstance(r.metrics.get(key), int | float)]
+            if len(values) == len(members):
+                mean[key], std[key] = statistics.fmean(values), statistics.stdev(values)
+        out.append(SeedSummary(model, [label for label, _ in members], [r.source for _, r in members], mean, std))
+    return out
+
+
+def _render_seed_summaries(summaries: Sequence[SeedSummary]) -> list[str]:
+    lines = ["", "Mean ± std (sample, n − 1) over training seeds: rows of one model whose params differ only in "
+                 f"{' / '.join(SEED_PARAMS)}.", "",
+             "| model | seeds | sources | " + " | ".join(c for c, _ in COLUMNS) + " |",
+             "|" + " --- |" * (3 + len(COLUMNS))]
+    for s in summaries:
+        cells = [s.model, "; ".join(s.seeds), ", ".join(s.sources)]
+        cells += [f"{s.mean[k]:.2f} ± {s.std[k]:.2f}" if k in s.mean else "" for _, k in COLUMNS]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
 def render(rows: Sequence[Row], fmt: str = "md") -> str:
-    """Markdown (best value per column in bold, stale rows flagged), CSV or JSON."""
+    """Markdown (best value per column in bold, stale rows flagged), CSV or JSON; then mean ± std over seeds."""
+    summaries = seed_summaries(rows)
     if fmt == "json":
         return json.dumps([{"source": r.source, "model": r.model, "stale_lock": r.stale, "n_data": r.n_data,
                             **{key: r.metrics.get(key) for _, key in COLUMNS}, "n_test": r.metrics.get("n")}
-                           for r in rows], indent=2)
+                           for r in rows]
+                          + [{"aggregate": "mean over seeds", "model": s.model, "seeds": s.seeds,
+                              "sources": s.sources, **s.mean, "std": s.std} for s in summaries], indent=2)
     header = ["source", "model", *(c for c, _ in COLUMNS), "#data", "n test"]
     if fmt == "csv":
         out = io.StringIO()
@@ -165,6 +231,10 @@ def render(rows: Sequence[Row], fmt: str = "md") -> str:
         for r in rows:
             writer.writerow([r.source, r.model, *(r.metrics.get(k) for _, k in COLUMNS), r.n_data,
                              r.metrics.get("n"), r.stale])
+        for s in summaries:
+            for name, values in (("mean", s.mean), ("std", s.std)):
+                writer.writerow([f"{name} over {'; '.join(s.seeds)}", s.model,
+                                 *(values.get(k) for _, k in COLUMNS), None, None, None])
         return out.getvalue()
     if fmt != "md":
         raise PipelineError(f"unknown format {fmt!r} (md, csv or json)")
@@ -182,6 +252,8 @@ def render(rows: Sequence[Row], fmt: str = "md") -> str:
         lines.append("")
         lines.append("(stale lock): that source's dvc.lock does not describe its code, so its numbers were made "
                      "by other code (`empathy check-lock` there says which stages).")
+    if summaries:
+        lines += _render_seed_summaries(summaries)
     return "\n".join(lines)
 
 
