@@ -22,8 +22,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import shutil
+import statistics
 import subprocess
 import time
 from collections.abc import Callable, Sequence
@@ -382,9 +382,8 @@ def _arm_summary(folders: dict[int, Path]) -> dict:
     out = {}
     for k in keys:
         values = [float(m[k]) for m in per_seed if isinstance(m.get(k), int | float)]
-        mean = sum(values) / len(values)
-        std = math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1)) if len(values) > 1 else None
-        out[k] = {"mean": round(mean, 4), "std": None if std is None else round(std, 4), "n_seeds": len(values)}
+        std = round(statistics.stdev(values), 4) if len(values) > 1 else None  # sample std, as empathy report
+        out[k] = {"mean": round(statistics.fmean(values), 4), "std": std, "n_seeds": len(values)}
     return out
 
 
