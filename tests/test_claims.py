@@ -37,6 +37,9 @@ def project(tmp_path_factory) -> Path:
         shutil.copytree(ROOT / name, work / name, ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copytree(ROOT / "data" / "sample", work / "data" / "sample")
     set_params(work / "params.yaml", {**TINY, "train_expert.max_samples": 4, "train_router.max_samples": 4})
+    # A stage-metrics file no claims-1/3 arm depends on, as another arm would leave in the workspace.
+    (work / "metrics").mkdir()
+    (work / "metrics" / "selection.json").write_text('{"left_by": "another arm"}\n')
     (work / "profiles").mkdir()
     (work / "profiles" / "smoke.yaml").write_text("profile: smoke\nsplit:\n  threshold: 5\n")
     git(work, "init", "-q")
@@ -61,6 +64,8 @@ def test_claims_run_as_dvc_experiments_and_make_the_table(project, first_run):
         info = json.loads((results / arm / "arm.json").read_text())
         assert (results / arm / "predictions.parquet").exists() and (results / arm / "metrics.json").exists()
         assert info["experiment"].startswith(f"claims-{arm}-")
+        # the stage metrics of the arm's own upstream stages only
+        assert {p.name for p in (results / arm).glob("*.json")} == {"arm.json", "metrics.json", "rate.json", "split.json"}
     assert json.loads((results / "ee-full-s0" / "arm.json").read_text())["params"]["experts.sensibility"] == "all"
     # The arms are DVC experiments of the project: `dvc exp show` lists them with their params.
     shown = subprocess.run([str(BIN / "dvc"), "exp", "show", "--json"], cwd=project, env=ENV,

@@ -213,16 +213,29 @@ class Runner:
             if arm.target is None:
                 shutil.copy(self.repo / "outputs/predictions" / f"{arm.model}.parquet", tmp / "predictions.parquet")
                 shutil.copy(self.repo / "metrics" / f"{arm.model}.json", tmp / "metrics.json")
-            for stage_metrics in STAGE_METRICS:
-                source = self.repo / "metrics" / f"{stage_metrics}.json"
-                if source.exists():
-                    shutil.copy(source, tmp / f"{stage_metrics}.json")
+            for source in self.stage_metrics(arm.stage):
+                shutil.copy(source, tmp / source.name)
             write_json(tmp / "arm.json", {
                 "arm": arm.name, "family": arm.family, "seed": arm.seed, "model": arm.model, "stage": arm.stage,
                 "params": arm.params(), "profile": self.profile_name, "key": key, "experiment": name,
                 "commit": _git(self.repo, "rev-parse", "--short", "HEAD"), "seconds": seconds})
         self.log(f"claims [{index}/{total}] {arm.name}: done in {seconds:.0f} s -> {folder}")
         return folder
+
+    def stage_metrics(self, stage: str) -> list[Path]:
+        """The STAGE_METRICS files that `stage`'s run made or checked out: those of the stages it depends on
+        (`dvc dag`), as dvc.lock records them. The workspace's other metrics files belong to other arms."""
+        import yaml
+
+        dag = subprocess.run([*self.dvc, "dag", "--dot", stage], cwd=self.repo, capture_output=True, text=True)
+        if dag.returncode != 0:
+            raise PipelineError(f"claims: `dvc dag {stage}` failed: {(dag.stderr.strip().splitlines() or ['?'])[-1]}")
+        upstream = {line.strip().strip('";') for line in dag.stdout.splitlines()
+                    if line.strip().endswith('";') and "->" not in line}
+        lock = yaml.safe_load((self.repo / "dvc.lock").read_text()).get("stages", {})
+        wanted = {f"metrics/{name}.json" for name in STAGE_METRICS}
+        paths = {out["path"] for name in upstream for out in (lock.get(name) or {}).get("outs", [])}
+        return [self.repo / path for path in sorted(paths & wanted) if (self.repo / path).exists()]
 
     def _experiment_name(self, base: str) -> str:
         existing = set(_git(self.repo, "for-each-ref", "--format=%(refname:lstrip=-1)", "refs/exps").split())
