@@ -120,6 +120,11 @@ def test_verdicts_are_never_stronger_than_the_interval():
     assert claims_lib.row_verdict(["holds", "holds", "not resolved"]) == "holds"
     assert claims_lib.row_verdict(["holds", "not resolved", "not resolved"]) == "not resolved"
     assert claims_lib.row_verdict(["holds", "reversed", "holds"]) == "mixed"
+    # a claim of two pairs (the sweep's two ends) holds only when both do
+    assert claims_lib.claim_verdict(["holds", "holds"]) == "holds"
+    assert claims_lib.claim_verdict(["not resolved", "holds"]) == "not resolved"
+    assert claims_lib.claim_verdict(["reversed", "holds"]) == "mixed"
+    assert claims_lib.claim_verdict(["reversed", "not resolved"]) == "not resolved"
     assert claims_lib.row_verdict(["reversed", "reversed", "not resolved"]) == "reversed"
 
 
@@ -184,6 +189,8 @@ def test_the_table_from_finished_arms_alone(tmp_path):
     assert rows[6]["parts"][0]["comparison"]["n_items"] == 2 * len(references)   # two seeds, paired per item
     assert rows[7]["verdict"] == "holds"                        # bad, half, good, half, bad: up, then down
     assert [p["threshold"] for p in rows[7]["points"]] == ts and rows[7]["points"][0]["n_kept"] == 90
+    # the best interior T is picked on the test items: its intervals are Bonferroni's over the three candidates
+    assert [p["comparison"]["confidence"] for p in rows[7]["parts"]] == pytest.approx([1 - 0.05 / 3] * 2)
     assert rows[9]["verdict"] == "not resolved"                 # identical replies: difference 0
     assert rows[8]["verdict"] == "not run" and rows[1]["verdict"] == "not run"
     assert table["arms"]["se-ed"]["metrics"]["bleu1"]["std"] == 0.0
@@ -191,5 +198,6 @@ def test_the_table_from_finished_arms_alone(tmp_path):
     text = claims_lib.render(table)
     assert "| 6 | SE Table 1 |" in text and "se-ed → se-synth-t30 (0,1)" in text and "(not run)" in text
     assert "| 30 |" in text                                     # the sweep's table
+    assert "se-synth-t10 → se-synth-t30 (0; 98.3 % CI)" in text
     claims_lib.write_outputs(table, tmp_path / "claims.json", results / "claims.md", results / "sweep.png")
     assert (results / "sweep.png").stat().st_size > 0 and json.loads((tmp_path / "claims.json").read_text())

@@ -375,13 +375,14 @@ def row_verdict(verdicts: Sequence[str]) -> str:
     return "not resolved"
 
 
-def _compare(a_folders, b_folders, a_name: str, b_name: str, n_resamples: int, bertscore_options: dict | None) -> dict:
+def _compare(a_folders, b_folders, a_name: str, b_name: str, n_resamples: int, bertscore_options: dict | None,
+             confidence: float = 0.95) -> dict:
     from .compare import METRICS, compare, pair
 
     seeds = sorted(set(a_folders) & set(b_folders))
     result = compare(pair(a_name, _pooled(a_folders, seeds), b_name, _pooled(b_folders, seeds)),
                      METRICS if bertscore_options else [m for m in METRICS if not m.startswith("bertscore")],
-                     n_resamples=n_resamples, bertscore_options=bertscore_options)
+                     n_resamples=n_resamples, bertscore_options=bertscore_options, confidence=confidence)
     result["seeds"] = seeds
     for m in result["metrics"]:
         m["verdict"] = verdict(m)
@@ -437,10 +438,20 @@ def _headline_verdicts(comparison: dict) -> list[str]:
 
 
 def _claim_verdict(parts: Sequence[dict]) -> str:
+    """A claim of several pairs (the sweep: both ends) holds only when every pair holds; "mixed" is kept
+    for pairs that hold and pairs that are reversed, the rest is not resolved."""
     if any(p["status"] != "done" for p in parts):
         return "not run"
-    verdicts = [row_verdict(_headline_verdicts(p["comparison"])) for p in parts]
-    return verdicts[0] if len(set(verdicts)) == 1 else "mixed"
+    return claim_verdict([row_verdict(_headline_verdicts(p["comparison"])) for p in parts])
+
+
+def claim_verdict(pair_verdicts: Sequence[str]) -> str:
+    kinds = set(pair_verdicts)
+    if len(kinds) == 1:
+        return pair_verdicts[0]
+    if "mixed" in kinds or {"holds", "reversed"} <= kinds:
+        return "mixed"
+    return "not resolved"
 
 
 def _sweep(plan: dict, finished: dict, n_resamples: int, bertscore_options: dict | None) -> dict:
@@ -462,9 +473,13 @@ def _sweep(plan: dict, finished: dict, n_resamples: int, bertscore_options: dict
         out["verdict"] = "not run"
         return out
     interior = max(points[1:-1], key=lambda p: p["cider"])
+    # The interior point is picked on the same test items it is then tested on: Bonferroni over the
+    # candidates keeps the verdict honest (both ends must hold, an intersection, so no correction for two).
+    confidence = 1 - 0.05 / len(points[1:-1])
+    out["confidence"] = round(confidence, 4)
     for end in (points[0], points[-1]):
         result = _compare(end["folders"], interior["folders"], end["family"], interior["family"],
-                          n_resamples, bertscore_options)
+                          n_resamples, bertscore_options, confidence)
         out["parts"].append({"a": end["family"], "b": interior["family"], "status": "done", "comparison": result})
     out["verdict"] = _claim_verdict(out["parts"])
     return out
@@ -495,7 +510,8 @@ def render(table: dict) -> str:
             else:
                 comparison = part["comparison"]
                 cells = " | ".join(_cell(comparison, k) for k in HEADLINE)
-                pair = f"{part['a']} → {part['b']} ({','.join(map(str, comparison['seeds']))})"
+                level = "" if comparison["confidence"] == 0.95 else f"; {100 * comparison['confidence']:.1f} % CI"
+                pair = f"{part['a']} → {part['b']} ({','.join(map(str, comparison['seeds']))}{level})"
             verdict_cell = f"**{row['verdict']}**" if first else ""
             lines.append(f"{lead} {pair} | {cells} | {verdict_cell} |")
     if table.get("arms"):
