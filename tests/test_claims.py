@@ -80,10 +80,10 @@ def test_claims_run_as_dvc_experiments_and_make_the_table(project, first_run):
         assert part["status"] == "done"
         metrics = {m["metric"]: m for m in part["comparison"]["metrics"]}
         assert {"bleu1", "rouge1", "cider"} <= set(metrics)
-        # the row's verdict is the rule's on its three headline intervals, whatever they say here
-        headline = [claims_lib.verdict(metrics[k]) for k in ("bleu1", "rouge1", "cider")]
-        assert rows[number]["verdict"] == claims_lib.row_verdict(headline)
-    assert "| 1 | EE Table 2 |" in first_run.stdout and "ee-full → ee-sens-t5 (0)" in first_run.stdout
+        assert {"p_holm", "a_seed_std", "b_seed_std"} <= set(metrics["bleu1"])
+        # one training seed a side: numbers, and no verdict whatever they say
+        assert rows[number]["verdict"] == "needs seeds"
+    assert "| 1 | EE Table 2 |" in first_run.stdout and "| ee-full → ee-sens-t5 | 0 / 0, " in first_run.stdout
     # The workspace's params.yaml is the committed one again.
     assert git(project, "status", "--porcelain", "params.yaml") == ""
 
@@ -113,19 +113,22 @@ def test_uncommitted_params_are_refused_in_one_line(project, first_run):
     assert len(result.stderr.strip().splitlines()) == 1
 
 
-def test_verdicts_are_never_stronger_than_the_interval():
-    assert claims_lib.verdict({"ci_low": 0.1, "ci_high": 2.0}) == "holds"
-    assert claims_lib.verdict({"ci_low": -0.1, "ci_high": 2.0}) == "not resolved"
-    assert claims_lib.verdict({"ci_low": -3.0, "ci_high": -0.01}) == "reversed"
-    assert claims_lib.row_verdict(["holds", "holds", "not resolved"]) == "holds"
-    assert claims_lib.row_verdict(["holds", "not resolved", "not resolved"]) == "not resolved"
+def test_verdicts_come_from_the_holm_p_and_need_three_seeds():
+    assert claims_lib.verdict({"p_holm": 0.01, "diff": 2.0}, n_seeds=3) == "holds"
+    assert claims_lib.verdict({"p_holm": 0.01, "diff": -2.0}, n_seeds=5) == "reversed"
+    assert claims_lib.verdict({"p_holm": 0.2, "diff": 2.0}, n_seeds=3) == "no difference"
+    # two seeds a side never decide, however small the p-value
+    assert claims_lib.verdict({"p_holm": 1e-12, "diff": 50.0}, n_seeds=2) == "needs seeds"
+    assert claims_lib.row_verdict(["holds", "holds", "no difference"]) == "holds"
+    assert claims_lib.row_verdict(["holds", "no difference", "no difference"]) == "no difference"
     assert claims_lib.row_verdict(["holds", "reversed", "holds"]) == "mixed"
-    # a claim of two pairs (the sweep's two ends) holds only when both do
+    assert claims_lib.row_verdict(["needs seeds"] * 3) == "needs seeds"
+    # a claim of two pairs holds only when both do; a pair short of seeds leaves it short of seeds
     assert claims_lib.claim_verdict(["holds", "holds"]) == "holds"
-    assert claims_lib.claim_verdict(["not resolved", "holds"]) == "not resolved"
+    assert claims_lib.claim_verdict(["no difference", "holds"]) == "no difference"
     assert claims_lib.claim_verdict(["reversed", "holds"]) == "mixed"
-    assert claims_lib.claim_verdict(["reversed", "not resolved"]) == "not resolved"
-    assert claims_lib.row_verdict(["reversed", "reversed", "not resolved"]) == "reversed"
+    assert claims_lib.claim_verdict(["holds", "needs seeds"]) == "needs seeds"
+    assert claims_lib.row_verdict(["reversed", "reversed", "no difference"]) == "reversed"
 
 
 def test_arm_keys_follow_params_and_seed():
@@ -136,15 +139,19 @@ def test_arm_keys_follow_params_and_seed():
     assert claims_lib.arm_key(params, sens) != claims_lib.arm_key(params, claims_lib.Arm("ee-full", "moe"))
 
 
-def test_the_plan_orders_seed_zero_first_and_waits_for_the_main_subset_size():
+def test_every_arm_gets_every_seed_seed_by_seed_and_waits_for_its_seeds_subset_size():
     plan = {"thresholds": [10.0, 20.0, 30.0, 40.0, 50.0]}
-    without_k = claims_lib.arms(plan, [0, 1], k_main=None)
+    without_k = claims_lib.arms(plan, [0, 1, 2], k_main={})
     names = [a.name for a in without_k]
-    assert "se-noquality-s0" not in names
-    assert names.index("ee-sens-t6-s0") < names.index("se-ed-s1")
-    assert {a.name for a in without_k if a.seed == 1} == {"se-ed-s1", "se-synth-t30-s1", "ee-sens-t5-s1", "ee-full-s1"}
-    with_k = {a.name: a for a in claims_lib.arms(plan, [0, 1], k_main=7)}
+    assert not any(n.startswith("se-noquality") for n in names)
+    # all of seed 0 before any seed 1, all of seed 1 before any seed 2
+    assert max(i for i, a in enumerate(without_k) if a.seed == 0) < min(i for i, a in enumerate(without_k) if a.seed == 1)
+    assert max(i for i, a in enumerate(without_k) if a.seed == 1) < min(i for i, a in enumerate(without_k) if a.seed == 2)
+    assert {a.family for a in without_k if a.seed == 2} == {a.family for a in without_k if a.seed == 0}
+    with_k = {a.name: a for a in claims_lib.arms(plan, [0, 1, 2], k_main={0: 7, 1: 9})}
     assert with_k["se-noquality-s0"].overrides == {"quality.threshold": -100, "diversity.k": 7}
+    assert with_k["se-noquality-s1"].overrides == {"quality.threshold": -100, "diversity.k": 9}
+    assert "se-noquality-s2" not in with_k
     assert claims_lib.families(plan, [7]) == {f"se-synth-t{t:g}" for t in plan["thresholds"]}
 
 
@@ -165,7 +172,7 @@ def _fake_arm(results: Path, family: str, seed: int, replies: list[str], referen
 
 
 def test_the_table_from_finished_arms_alone(tmp_path):
-    """--table-only: Synth-Empathy rows, the T sweep's rise-then-fall test and seeds pooled as paired items."""
+    """--table-only: Synth-Empathy rows, the T sweep's rise-then-fall test, seeds resampled within arms."""
     results = tmp_path / "claims"
     references = [f"that sounds really hard , i am sorry about your {w} ." for w in
                   ("dog", "job", "exam", "car", "house", "friend", "mother", "phone", "trip", "team")] * 3
@@ -175,29 +182,38 @@ def test_the_table_from_finished_arms_alone(tmp_path):
     ts = [10.0, 20.0, 30.0, 40.0, 50.0]
     results.mkdir()
     (results / "plan.json").write_text(json.dumps({"thresholds": ts, "quantiles": [0.1, 0.3, 0.5, 0.7, 0.9]}))
-    for t, replies in zip(ts, (bad, half, good, half, bad), strict=True):
-        _fake_arm(results, f"se-synth-t{t:g}", 0, replies, references, selection={"n_kept": int(100 - t)},
-                  diversity={"k": int(90 - t)})
-    _fake_arm(results, "se-synth-t30", 1, good, references)
-    for seed in (0, 1):
+    for seed in range(3):
+        for t, replies in zip(ts, (bad, half, good, half, bad), strict=True):
+            _fake_arm(results, f"se-synth-t{t:g}", seed, replies, references, selection={"n_kept": int(100 - t)},
+                      diversity={"k": int(90 - t)})
         _fake_arm(results, "se-ed", seed, bad, references)
-    _fake_arm(results, "se-random", 0, good, references)
+    for seed in range(2):
+        _fake_arm(results, "se-random", seed, bad, references)
     table = claims_lib.evaluate_claims(results, n_resamples=200)
     rows = {row["claim"]: row for row in table["claims"]}
     assert rows[6]["verdict"] == "holds"                        # ED + selection (good) beats ED only (bad)
-    assert rows[6]["parts"][0]["comparison"]["seeds"] == [0, 1]
-    assert rows[6]["parts"][0]["comparison"]["n_items"] == 2 * len(references)   # two seeds, paired per item
+    comparison = rows[6]["parts"][0]["comparison"]
+    assert (comparison["seeds_a"], comparison["seeds_b"], comparison["n_items"]) == ([0, 1, 2], [0, 1, 2], 30)
     assert rows[7]["verdict"] == "holds"                        # bad, half, good, half, bad: up, then down
+    assert [c["threshold"] for c in rows[7]["candidates"]] == ts[1:-1]
+    assert [c["verdict"] for c in rows[7]["candidates"]] == ["holds", "holds", "holds"]
     assert [p["threshold"] for p in rows[7]["points"]] == ts and rows[7]["points"][0]["n_kept"] == 90
-    # the best interior T is picked on the test items: its intervals are Bonferroni's over the three candidates
-    assert [p["comparison"]["confidence"] for p in rows[7]["parts"]] == pytest.approx([1 - 0.05 / 3] * 2)
-    assert rows[9]["verdict"] == "not resolved"                 # identical replies: difference 0
+    # two seeds of se-random: a large gap, and still no verdict
+    assert rows[9]["verdict"] == "needs seeds"
+    assert _metric_of(rows[9], "bleu1")["diff"] > 10
     assert rows[8]["verdict"] == "not run" and rows[1]["verdict"] == "not run"
-    assert table["arms"]["se-ed"]["metrics"]["bleu1"]["std"] == 0.0
-    assert table["arms"]["se-synth-t30"]["seeds"] == [0, 1]
+    # one Holm family for the table: every pair x headline metric, the pairs not run counting as p = 1
+    n_pairs = sum(len(row["parts"]) for row in table["claims"])
+    assert table["family"]["size"] == 3 * n_pairs and n_pairs == 1 + 2 + 1 + 1 + 1 + 1 + 6 + 1 + 1
+    assert table["arms"]["se-ed"]["metrics"]["bleu1"]["std"] == 0.0 and table["arms"]["se-ed"]["seeds"] == [0, 1, 2]
+    assert "se-random-s2" in table["cost"]["missing"] and "se-ed-s0" not in table["cost"]["missing"]
     text = claims_lib.render(table)
-    assert "| 6 | SE Table 1 |" in text and "se-ed → se-synth-t30 (0,1)" in text and "(not run)" in text
-    assert "| 30 |" in text                                     # the sweep's table
-    assert "se-synth-t10 → se-synth-t30 (0; 98.3 % CI)" in text
+    assert "| 6 | SE Table 1 |" in text and "| se-ed → se-synth-t30 | 0,1,2 / 0,1,2, 30 |" in text
+    assert "**needs seeds**" in text and "| 30 | 0,1,2 |" in text                # the sweep's table
+    assert "se-synth-t10 → se-synth-t20" in text and "se-synth-t50 → se-synth-t40" in text
     claims_lib.write_outputs(table, tmp_path / "claims.json", results / "claims.md", results / "sweep.png")
     assert (results / "sweep.png").stat().st_size > 0 and json.loads((tmp_path / "claims.json").read_text())
+
+
+def _metric_of(row: dict, key: str) -> dict:
+    return next(m for m in row["parts"][0]["comparison"]["metrics"] if m["metric"] == key)

@@ -331,3 +331,21 @@ def test_markdown_render_of_a_result():
     refs, a, b = synthetic(10, seed=11)
     text = render(compare(paired(a, b, refs), ("bleu1",), n_resamples=50, seed=0))
     assert text.splitlines()[0].startswith("B − A on 10 paired test items (paired by row; 50 resamples, seed 0")
+
+
+def test_comma_separated_sides_are_seeds_of_a_two_level_comparison(files):
+    """`empathy compare A0,A1 B0,B1`: each side's tables are training seeds; the result carries the seeds,
+    each side's seed spread and the length check, and renders with a seed-spread column."""
+    from empathy_pipeline.compare import compare_specs
+
+    a, b = str(files / "a.jsonl"), str(files / "b.csv")
+    result = compare_specs(f"{a},{a},{a}", f"{b},{b},{b}", files, keys=("bleu1", "cider"), n_resamples=200)
+    assert (result["seeds_a"], result["seeds_b"], result["n_items"]) == ([0, 1, 2], [0, 1, 2], 30)
+    single = compare_specs(a, b, files, keys=("bleu1", "cider"), n_resamples=200)
+    for two, one in zip(result["metrics"], single["metrics"], strict=True):
+        assert two["diff"] == pytest.approx(one["diff"], abs=1e-9)        # identical seeds: the same Δ
+        assert two["a_seed_std"] == pytest.approx(0.0, abs=1e-9) and two["b_seed_std"] == pytest.approx(0.0, abs=1e-9)
+    assert set(result["length"]) == {"length", "bp", "reference"}
+    lines = render(result).splitlines()
+    assert "seeds 3 / 3" in lines[0] and lines[2].endswith("| seed sd A / B |")
+    assert lines[4].startswith("| B-1 |") and lines[4].endswith("| 0.00 / 0.00 |")

@@ -11,7 +11,9 @@ Resumable across sessions and machines: a finished arm's per-item predictions an
 to `benchmarks/results/claims/<arm>/` (committed), keyed by a hash of the arm's whole params.yaml
 (so a changed default the profile does not set redoes the arm); a rerun skips every arm whose key
 is there, whatever happened to DVC's cache. The claims
-table is recomputed from those files alone (`--table-only`), with paired bootstraps (compare.py).
+table is recomputed from those files alone (`--table-only`): per pair a two-level paired bootstrap
+(bootstrap.py: training seeds, then test items), one Holm family for the whole table, no verdict
+below MIN_SEEDS seeds a side, and a length check beside every pair.
 
 The quality thresholds of the T sweep span the embedder's similarity range: the quantiles 10..90 %
 of S over the synthetic samples, measured once by a `plan` experiment (up to `embed`) and kept in
@@ -30,8 +32,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 
+from .bootstrap import LENGTH_TOLERANCE, MIN_SEEDS, TwoLevel, align, holm, minimum_detectable
+from .compare import CORPUS_KEYS, LABELS, CorpusStats
 from .errors import PipelineError
 from .io import atomic_path, read_predictions, write_json
 from .profiles import load_profile, set_params
@@ -105,34 +110,34 @@ def plan_arm() -> Arm:
     return Arm("plan", "synth", target="embed")
 
 
-def arms(plan: dict | None, seeds: Sequence[int], k_main: int | None) -> list[Arm]:
-    """Every arm, seed 0 first (a cut-off run has one seed of everything before a second of anything);
-    without a plan, the Efficient-Empathy arms only.
+def arms(plan: dict | None, seeds: Sequence[int], k_main: dict[int, int]) -> list[Arm]:
+    """Every arm at every seed, seed 0 of everything first (a cut-off run has one seed of everything
+    before a second of anything, and a second before a third); without a plan, the Efficient-Empathy
+    arms only.
 
-    k_main is the diversity subset size of the main Synth-Empathy arm: the no-quality ablation picks
-    as many samples (SE Table 3 compares the selections at equal size), None until that arm ran.
+    k_main maps a seed to the diversity subset size of that seed's main Synth-Empathy arm: the
+    no-quality ablation picks as many samples (SE Table 3 compares the selections at equal size); the
+    size moves with the seed (the discriminator behind S is retrained), so a seed without its main
+    arm yet has no no-quality arm yet.
     """
     ts = plan["thresholds"] if plan else []
     mid = ts[len(ts) // 2] if ts else None
     out: list[Arm] = []
     for seed in seeds:
-        first = seed == seeds[0]
         if plan:
             out += [Arm("se-ed", "discriminator", seed=seed),
                     Arm(f"se-synth-t{_t_label(mid)}", "synth", {"quality.threshold": mid}, seed)]
-        if first and plan:
             out += [Arm(f"se-synth-t{_t_label(t)}", "synth", {"quality.threshold": t}, seed) for t in ts if t != mid]
             out += [Arm("se-random", "synth", {"quality.threshold": mid, "diversity.method": "random"}, seed)]
-            if k_main is not None:
-                out += [Arm("se-noquality", "synth", {"quality.threshold": -100, "diversity.k": k_main}, seed)]
+            if seed in k_main:
+                out += [Arm("se-noquality", "synth", {"quality.threshold": -100, "diversity.k": k_main[seed]}, seed)]
         out += [Arm("ee-sens-t5", "expert_sensibility", {"split.threshold": 5}, seed),
-                Arm("ee-full", "expert_sensibility", {"experts.sensibility": "all"}, seed)]
-        if first:
-            out += [Arm("ee-moe", "moe", {"split.threshold": 5}, seed),
-                    Arm("ee-moe-base", "moe", {"btx_merge.rationality_expert": "base"}, seed),
-                    Arm("ee-moe-discard", "moe", {"experts.rationality": "discard"}, seed),
-                    Arm("ee-sens-t4", "expert_sensibility", {"split.threshold": 4}, seed),
-                    Arm("ee-sens-t6", "expert_sensibility", {"split.threshold": 6}, seed)]
+                Arm("ee-full", "expert_sensibility", {"experts.sensibility": "all"}, seed),
+                Arm("ee-moe", "moe", {"split.threshold": 5}, seed),
+                Arm("ee-moe-base", "moe", {"btx_merge.rationality_expert": "base"}, seed),
+                Arm("ee-moe-discard", "moe", {"experts.rationality": "discard"}, seed),
+                Arm("ee-sens-t4", "expert_sensibility", {"split.threshold": 4}, seed),
+                Arm("ee-sens-t6", "expert_sensibility", {"split.threshold": 6}, seed)]
     return out
 
 
@@ -286,7 +291,7 @@ def run_all(repo: Path, profile_name: str, seeds: Sequence[int], results: Path |
         wanted = families(plan, only)
         while True:
             # Recomputed after every arm: the no-quality arm joins once the main arm's subset size is known.
-            todo = [a for a in arms(plan, seeds, _k_main(results, plan, seeds[0]) if plan else None)
+            todo = [a for a in arms(plan, seeds, _k_main(results, plan, seeds) if plan else {})
                     if a.family in wanted]
             pending = [a for a in todo if runner.done(a) is None]
             if skipped is None:
@@ -326,13 +331,24 @@ def families(plan: dict | None, only: Sequence[int] | None) -> set[str]:
     return out
 
 
-def _k_main(results: Path, plan: dict, seed: int) -> int | None:
+def _k_main(results: Path, plan: dict, seeds: Sequence[int]) -> dict[int, int]:
+    """{seed: k} of the main Synth-Empathy arm's diversity subset, for the seeds whose main arm ran."""
     mid = plan["thresholds"][len(plan["thresholds"]) // 2]
-    file = results / f"se-synth-t{_t_label(mid)}-s{seed}" / "diversity.json"
-    return json.loads(file.read_text())["k"] if file.exists() else None
+    files = {seed: results / f"se-synth-t{_t_label(mid)}-s{seed}" / "diversity.json" for seed in seeds}
+    return {seed: json.loads(file.read_text())["k"] for seed, file in files.items() if file.exists()}
 
 
 # ---- the table ------------------------------------------------------------------------------------
+#
+# Every pair of a claim is a two-level paired bootstrap (bootstrap.py: training seeds within each arm,
+# then test items shared by both); the p-values of all pairs x HEADLINE metrics of the table form one
+# Holm family (a pair not run yet counts as p = 1, so the family is the table's design and a verdict
+# does not weaken when the rest of the table arrives); a verdict needs MIN_SEEDS seeds on both sides.
+
+ALPHA = 0.05
+POWER = 0.8
+POWER_SEEDS = (3, 5)
+DECIDED = ("holds", "reversed")
 
 
 def _finished(results: Path) -> dict[str, dict[int, Path]]:
@@ -345,26 +361,20 @@ def _finished(results: Path) -> dict[str, dict[int, Path]]:
     return out
 
 
-def _pooled(folders: dict[int, Path], seeds: Sequence[int]) -> pl.DataFrame:
-    """Predictions of several seeds as one paired table: item i of seed s is `<sample_id>#s<s>`."""
-    tables = []
-    for seed in seeds:
-        df = read_predictions(folders[seed] / "predictions.parquet")
-        tables.append(df.with_columns((pl.col("sample_id") + f"#s{seed}").alias("sample_id")))
-    return pl.concat(tables, how="vertical_relaxed")
-
-
-def verdict(metric: dict) -> str:
-    """Never stronger than the interval: holds / reversed only when the 95 % CI excludes 0."""
-    if metric["ci_low"] > 0:
-        return "holds"
-    if metric["ci_high"] < 0:
-        return "reversed"
-    return "not resolved"
+def verdict(metric: dict, n_seeds: int, alpha: float = ALPHA) -> str:
+    """A metric's verdict from its Holm-adjusted p over the whole table; none below MIN_SEEDS seeds a side
+    (fewer seeds say nothing about how the difference moves when the arms are retrained)."""
+    if n_seeds < MIN_SEEDS:
+        return "needs seeds"
+    if metric["p_holm"] < alpha:
+        return "holds" if metric["diff"] > 0 else "reversed"
+    return "no difference"
 
 
 def row_verdict(verdicts: Sequence[str]) -> str:
-    """A claim holds when most headline metrics hold and none is reversed (and the other way round)."""
+    """A pair holds when most headline metrics hold and none is reversed (and the other way round)."""
+    if "needs seeds" in verdicts:
+        return "needs seeds"
     holds, reversed_ = verdicts.count("holds"), verdicts.count("reversed")
     if holds and reversed_:
         return "mixed"
@@ -372,21 +382,146 @@ def row_verdict(verdicts: Sequence[str]) -> str:
         return "holds"
     if reversed_ * 2 > len(verdicts):
         return "reversed"
-    return "not resolved"
+    return "no difference"
 
 
-def _compare(a_folders, b_folders, a_name: str, b_name: str, n_resamples: int, bertscore_options: dict | None,
-             confidence: float = 0.95) -> dict:
-    from .compare import METRICS, compare, pair
+def claim_verdict(pair_verdicts: Sequence[str]) -> str:
+    """A claim of several pairs holds only when every pair holds; "mixed" for pairs that hold against
+    pairs that are reversed; any pair short of seeds leaves the claim short of seeds."""
+    kinds = set(pair_verdicts)
+    if "needs seeds" in kinds:
+        return "needs seeds"
+    if len(kinds) == 1:
+        return pair_verdicts[0]
+    if "mixed" in kinds or set(DECIDED) <= kinds:
+        return "mixed"
+    return "no difference"
 
-    seeds = sorted(set(a_folders) & set(b_folders))
-    result = compare(pair(a_name, _pooled(a_folders, seeds), b_name, _pooled(b_folders, seeds)),
-                     METRICS if bertscore_options else [m for m in METRICS if not m.startswith("bertscore")],
-                     n_resamples=n_resamples, bertscore_options=bertscore_options, confidence=confidence)
-    result["seeds"] = seeds
-    for m in result["metrics"]:
-        m["verdict"] = verdict(m)
-    return result
+
+def _metric(comparison: dict, key: str) -> dict:
+    return next(m for m in comparison["metrics"] if m["metric"] == key)
+
+
+def _excludes_zero(m: dict) -> bool:
+    return m["ci_low"] > 0 or m["ci_high"] < 0
+
+
+def length_only(comparison: dict, key: str) -> bool:
+    """The effect on `key` is decided on all items, gone on the length-matched items (their 95 % CI covers
+    0, or too few of them), and the arms' reply lengths differ (95 % CI) in favour of the arm it favours:
+    the one whose mean length is closer to the references' (BLEU's brevity penalty and CIDEr's length
+    penalty reward that alone)."""
+    m = _metric(comparison, key)
+    if m.get("verdict") not in DECIDED:
+        return False
+    matched = {x["metric"]: x for x in comparison["length_matched"]["metrics"]}.get(key)
+    if matched is not None and _excludes_zero(matched) and (matched["diff"] > 0) == (m["diff"] > 0):
+        return False
+    length, reference = comparison["length"]["length"], comparison["length"]["reference"]
+    if not _excludes_zero(length):
+        return False
+    b_closer = abs(length["b"] - reference) < abs(length["a"] - reference)
+    return (m["diff"] > 0) == b_closer
+
+
+def _decide(part: dict) -> None:
+    """The pair's verdict and length flag, once its metrics have their Holm p-values."""
+    if part["status"] != "done":
+        part["verdict"], part["length_only"] = "not run", False
+        return
+    comparison = part["comparison"]
+    n_seeds = min(len(comparison["seeds_a"]), len(comparison["seeds_b"]))
+    for key in HEADLINE:
+        _metric(comparison, key)["verdict"] = verdict(_metric(comparison, key), n_seeds)
+    part["verdict"] = row_verdict([_metric(comparison, k)["verdict"] for k in HEADLINE])
+    carrying = [k for k in HEADLINE if _metric(comparison, k)["verdict"] == part["verdict"]]
+    part["length_only"] = part["verdict"] in DECIDED and all(length_only(comparison, k) for k in carrying)
+
+
+def _claim_verdict(parts: Sequence[dict]) -> tuple[str, bool]:
+    """(verdict, length only) of a claim of several pairs."""
+    if not parts or any(p["status"] != "done" for p in parts):
+        return "not run", False
+    result = claim_verdict([p["verdict"] for p in parts])
+    return result, result in DECIDED and any(p["length_only"] for p in parts)
+
+
+def _tables(folders: dict[int, Path]) -> dict[int, pl.DataFrame]:
+    return {seed: read_predictions(folder / "predictions.parquet") for seed, folder in sorted(folders.items())}
+
+
+@dataclass
+class _Table:
+    """What the rows are computed from: the finished arms, their predictions, one TwoLevel."""
+
+    finished: dict[str, dict[int, Path]]
+    two_level: TwoLevel
+    _predictions: dict = field(default_factory=dict)
+
+    def part(self, a: str, b: str) -> dict:
+        if not self.finished.get(a) or not self.finished.get(b):
+            return {"a": a, "b": b, "status": "not run"}
+        for family in (a, b):
+            if family not in self._predictions:
+                self._predictions[family] = _tables(self.finished[family])
+        comparison = self.two_level.compare(*align(a, self._predictions[a], b, self._predictions[b]))
+        return {"a": a, "b": b, "status": "done", "comparison": comparison}
+
+
+def evaluate_claims(results: Path, only: Sequence[int] | None = None, n_resamples: int = 1000,
+                    bertscore_options: dict | None = None) -> dict:
+    """Every claim's comparisons from the finished arms in `results`; missing arms leave a pair "not run".
+
+    The comparisons are over the corpus metrics (CORPUS_KEYS), not BERTScore: per-item BERTScore of
+    every arm's seeds costs about 5 min on 2 cores per table run, and no verdict rests on it. The arms
+    table keeps BERT-F1 from each arm's metrics.json, made with `bertscore_options` (recorded).
+    """
+    plan_file = results / "plan.json"
+    plan = json.loads(plan_file.read_text()) if plan_file.exists() else None
+    finished = _finished(results)
+    if not finished:
+        raise PipelineError(f"{results}: no finished arm yet (run `empathy claims` first)")
+    table = _Table(finished, TwoLevel(CORPUS_KEYS, n_resamples, 0, 0.95))
+    rows = []
+    for claim in claims(plan):
+        if only is not None and claim.number not in only:
+            continue
+        row: dict = {"claim": claim.number, "source": claim.source, "statement": claim.statement}
+        if claim.sweep:
+            row.update(_sweep(plan, finished, table) if plan else {"points": [], "candidates": [], "parts": []})
+        else:
+            row["parts"] = [table.part(a, b) for a, b in claim.pairs]
+        rows.append(row)
+    family = _holm_family(rows)
+    for row in rows:
+        for part in row["parts"]:
+            _decide(part)
+        if "candidates" in row:
+            row["verdict"], row["length_only"] = _sweep_verdict(row["candidates"])
+        else:
+            row["verdict"], row["length_only"] = _claim_verdict(row["parts"])
+    arms_summary = {name: {"seeds": sorted(folders), "metrics": _arm_summary(folders),
+                           **_arm_lengths(table._predictions.get(name) or _tables(folders))}
+                    for name, folders in sorted(finished.items())}
+    out = {"plan": plan, "headline": list(HEADLINE), "n_resamples": n_resamples, "alpha": ALPHA,
+           "min_seeds": MIN_SEEDS, "length_tolerance": LENGTH_TOLERANCE, "family": family, "claims": rows,
+           "arms": arms_summary, "arms_bertscore": bertscore_options}
+    out["power"] = power_note(out)
+    out["cost"] = cost_note(results, plan, finished, only)
+    _outlook(out)
+    return out
+
+
+def _holm_family(rows: Sequence[dict]) -> dict:
+    """Holm over every pair x HEADLINE metric of the table, run or not (not run: p = 1)."""
+    slots = [(part, key) for row in rows for part in row["parts"] for key in HEADLINE]
+    pvalues = [_metric(part["comparison"], key)["p_value"] if part["status"] == "done" else 1.0
+               for part, key in slots]
+    for (part, key), adjusted in zip(slots, holm(pvalues), strict=True):
+        if part["status"] == "done":
+            _metric(part["comparison"], key)["p_holm"] = adjusted
+    return {"method": "Holm", "size": len(slots), "run": sum(p["status"] == "done" for p, _ in slots),
+            "alpha": ALPHA, "metrics": list(HEADLINE)}
 
 
 def _arm_summary(folders: dict[int, Path]) -> dict:
@@ -401,136 +536,246 @@ def _arm_summary(folders: dict[int, Path]) -> dict:
     return out
 
 
-def evaluate_claims(results: Path, only: Sequence[int] | None = None, n_resamples: int = 1000,
-                    bertscore_options: dict | None = None) -> dict:
-    """Every claim's comparison from the finished arms in `results`; missing arms leave a row "not run"."""
-    plan_file = results / "plan.json"
-    plan = json.loads(plan_file.read_text()) if plan_file.exists() else None
-    finished = _finished(results)
-    if not finished:
-        raise PipelineError(f"{results}: no finished arm yet (run `empathy claims` first)")
-    rows = []
-    for claim in claims(plan):
-        if only is not None and claim.number not in only:
-            continue
-        row: dict = {"claim": claim.number, "source": claim.source, "statement": claim.statement, "parts": []}
-        if claim.sweep:
-            row.update(_sweep(plan, finished, n_resamples, bertscore_options) if plan
-                       else {"points": [], "parts": [], "verdict": "not run"})
-        else:
-            for a, b in claim.pairs:
-                if a not in finished or b not in finished or not set(finished[a]) & set(finished[b]):
-                    row["parts"].append({"a": a, "b": b, "status": "not run"})
-                    continue
-                result = _compare(finished[a], finished[b], a, b, n_resamples, bertscore_options)
-                row["parts"].append({"a": a, "b": b, "status": "done", "comparison": result})
-            row["verdict"] = _claim_verdict(row["parts"])
-        rows.append(row)
-    arms_summary = {family: {"seeds": sorted(folders), "metrics": _arm_summary(folders)}
-                    for family, folders in sorted(finished.items())}
-    return {"plan": plan, "headline": list(HEADLINE), "n_resamples": n_resamples, "claims": rows,
-            "arms": arms_summary}
+def _arm_lengths(tables: dict[int, pl.DataFrame]) -> dict:
+    """Mean reply and reference length (BLEU's tokens) and BLEU's brevity penalty, mean over seeds."""
+    per_seed = []
+    for df in tables.values():
+        stats_ = CorpusStats(df["prediction"].to_list(), df["reference"].to_list(), groups=("bleu1",))
+        length, bp = stats_.lengths(np.ones((1, df.height), dtype=np.int64))
+        per_seed.append((float(length[0]), float(bp[0]), float(stats_.ref_len.mean())))
+    length, bp, reference = (statistics.fmean(x) for x in zip(*per_seed, strict=True))
+    return {"length": round(length, 3), "bp": round(bp, 4), "reference_length": round(reference, 3)}
 
 
-def _headline_verdicts(comparison: dict) -> list[str]:
-    by_key = {m["metric"]: m for m in comparison["metrics"]}
-    return [by_key[k]["verdict"] for k in HEADLINE]
-
-
-def _claim_verdict(parts: Sequence[dict]) -> str:
-    """A claim of several pairs (the sweep: both ends) holds only when every pair holds; "mixed" is kept
-    for pairs that hold and pairs that are reversed, the rest is not resolved."""
-    if any(p["status"] != "done" for p in parts):
-        return "not run"
-    return claim_verdict([row_verdict(_headline_verdicts(p["comparison"])) for p in parts])
-
-
-def claim_verdict(pair_verdicts: Sequence[str]) -> str:
-    kinds = set(pair_verdicts)
-    if len(kinds) == 1:
-        return pair_verdicts[0]
-    if "mixed" in kinds or {"holds", "reversed"} <= kinds:
-        return "mixed"
-    return "not resolved"
-
-
-def _sweep(plan: dict, finished: dict, n_resamples: int, bertscore_options: dict | None) -> dict:
-    """Rise then fall: the best interior T beats both ends of the sweep (by CIDEr, as Fig. 8)."""
+def _sweep(plan: dict, finished: dict, table: _Table) -> dict:
+    """Rise then fall: some interior T beats both ends of the sweep. Every interior T is tested against
+    both ends and all of them are in the table's Holm family, which pays for not knowing in advance which
+    interior T is the best (it replaces the Bonferroni-over-candidates of a pick by the test items)."""
     points = []
     for t in plan["thresholds"]:
-        folders = finished.get(f"se-synth-t{_t_label(t)}", {})
+        family = f"se-synth-t{_t_label(t)}"
+        folders = finished.get(family, {})
         if not folders:
             continue
-        folder = folders[min(folders)]
-        m = json.loads((folder / "metrics.json").read_text())
-        selection = json.loads((folder / "selection.json").read_text()) if (folder / "selection.json").exists() else {}
-        diversity = json.loads((folder / "diversity.json").read_text()) if (folder / "diversity.json").exists() else {}
-        points.append({"threshold": t, "family": f"se-synth-t{_t_label(t)}", "folders": folders,
-                       **{k: m.get(k) for k in (*HEADLINE, "bleu4", "rougeL")},
+        summary = _arm_summary(folders)
+        first = folders[min(folders)]
+        selection = json.loads((first / "selection.json").read_text()) if (first / "selection.json").exists() else {}
+        diversity = json.loads((first / "diversity.json").read_text()) if (first / "diversity.json").exists() else {}
+        points.append({"threshold": t, "family": family, "seeds": sorted(folders),
+                       **{k: summary[k]["mean"] for k in (*HEADLINE, "bleu4", "rougeL") if k in summary},
+                       "std": {k: summary[k]["std"] for k in HEADLINE if k in summary},
                        "n_kept": selection.get("n_kept"), "k": diversity.get("k")})
-    out: dict = {"points": [{k: v for k, v in p.items() if k != "folders"} for p in points], "parts": []}
-    if len(points) < len(plan["thresholds"]) or len(points) < 3:
-        out["verdict"] = "not run"
-        return out
-    interior = max(points[1:-1], key=lambda p: p["cider"])
-    # The interior point is picked on the same test items it is then tested on: Bonferroni over the
-    # candidates keeps the verdict honest (both ends must hold, an intersection, so no correction for two).
-    confidence = 1 - 0.05 / len(points[1:-1])
-    out["confidence"] = round(confidence, 4)
-    for end in (points[0], points[-1]):
-        result = _compare(end["folders"], interior["folders"], end["family"], interior["family"],
-                          n_resamples, bertscore_options, confidence)
-        out["parts"].append({"a": end["family"], "b": interior["family"], "status": "done", "comparison": result})
-    out["verdict"] = _claim_verdict(out["parts"])
-    return out
+    ends = (f"se-synth-t{_t_label(plan['thresholds'][0])}", f"se-synth-t{_t_label(plan['thresholds'][-1])}")
+    candidates = [{"threshold": t, "family": f"se-synth-t{_t_label(t)}",
+                   "parts": [table.part(end, f"se-synth-t{_t_label(t)}") for end in ends]}
+                  for t in plan["thresholds"][1:-1]]
+    return {"points": points, "candidates": candidates, "parts": [p for c in candidates for p in c["parts"]]}
+
+
+def _sweep_verdict(candidates: Sequence[dict]) -> tuple[str, bool]:
+    """Holds when some interior T holds against both ends (length only if every such T is length only)."""
+    for candidate in candidates:
+        candidate["verdict"], candidate["length_only"] = _claim_verdict(candidate["parts"])
+    holding = [c for c in candidates if c["verdict"] == "holds"]
+    if holding:
+        return "holds", all(c["length_only"] for c in holding)
+    verdicts = [c["verdict"] for c in candidates]
+    if not verdicts or "not run" in verdicts:
+        return "not run", False
+    result = claim_verdict(verdicts)
+    return result, result in DECIDED and any(c["length_only"] for c in candidates)
+
+
+# ---- power and cost -------------------------------------------------------------------------------
+
+
+def power_note(table: dict, key: str = "bleu1") -> dict:
+    """The smallest B − A of `key` the design detects (80 % power), from the measured variances: the seed
+    variance pooled over the arms with two or more seeds (each arm's sample variance, weighted by its
+    degrees of freedom), the item variance of Δ (squared item-bootstrap SE) as the median over the pairs
+    run. At α/m (Holm's first step, the worst case, m the family size) and at α (its last step)."""
+    dfs, sums = 0, 0.0
+    for arm in table["arms"].values():
+        m = arm["metrics"].get(key)
+        if m and m["std"] is not None:
+            dfs += m["n_seeds"] - 1
+            sums += (m["n_seeds"] - 1) * m["std"] ** 2
+    item_vars = sorted(_metric(p["comparison"], key)["item_se"] ** 2 for row in table["claims"]
+                       for p in row["parts"] if p["status"] == "done")
+    if not dfs or not item_vars:
+        return {"metric": key, "available": False}
+    seed_var, item_var = sums / dfs, float(np.median(item_vars))
+    size = table["family"]["size"]
+    detectable = {f"{n}_seeds": {"holm_worst": minimum_detectable(seed_var, item_var, n, ALPHA / size, POWER),
+                                 "holm_best": minimum_detectable(seed_var, item_var, n, ALPHA, POWER),
+                                 "holm_worst_4x_items": minimum_detectable(seed_var, item_var / 4, n, ALPHA / size,
+                                                                           POWER)}
+                  for n in POWER_SEEDS}
+    return {"metric": key, "available": True, "power": POWER, "alpha": ALPHA, "family_size": size,
+            "seed_sd": seed_var ** 0.5, "seed_df": dfs, "item_sd": item_var ** 0.5,
+            "item_sd_range": [min(item_vars) ** 0.5, max(item_vars) ** 0.5], "n_pairs": len(item_vars),
+            "n_items": next(p["comparison"]["n_items"] for row in table["claims"] for p in row["parts"]
+                            if p["status"] == "done"),
+            "detectable": detectable}
+
+
+def cost_note(results: Path, plan: dict | None, finished: dict, only: Sequence[int] | None) -> dict:
+    """Measured wall time per arm (arm.json) and what MIN_SEEDS seeds of every arm still need."""
+    arms_run = [json.loads(f.read_text()) for f in sorted(results.glob("*/arm.json"))]
+    arms_run = [a for a in arms_run if a.get("family") != "plan" and a.get("seconds")]
+    seconds = [a["seconds"] for a in arms_run]
+    # a new seed retrains what seed 0 shared with the plan (the discriminator behind S): price it by those
+    later = [a["seconds"] for a in arms_run if int(a["seed"]) > 0] or seconds
+    per_new_arm = statistics.fmean(later) if later else None
+    missing = sorted(f"{family}-s{seed}" for family in families(plan, only) for seed in range(MIN_SEEDS)
+                     if seed not in finished.get(family, {}))
+    return {"n_arms_run": len(seconds), "seconds_mean": statistics.fmean(seconds) if seconds else None,
+            "seconds_min": min(seconds, default=None), "seconds_max": max(seconds, default=None),
+            "seconds_per_new_seed_arm": per_new_arm, "missing": missing,
+            "missing_hours": len(missing) * per_new_arm / 3600 if per_new_arm else None}
+
+
+# The papers' profiles on a GPU box (README "On a GPU box"); each in a results folder of its own (a
+# profile changes every arm's key) whose parent gets that run's claims.json.
+GPU_COMMANDS = (
+    "make setup && .venv/bin/empathy data fetch",
+    ".venv/bin/empathy claims --profile efficient-empathy --seeds 5 --only 1,2,3,4,5 "
+    "--results benchmarks/results/efficient-empathy/claims",
+    ".venv/bin/empathy claims --profile synth-empathy --seeds 5 --only 6,7,8,9 "
+    "--results benchmarks/results/synth-empathy/claims",
+)
+
+
+def _outlook(table: dict) -> None:
+    """Per claim: can MIN_SEEDS seeds at this scale resolve it? Its observed |Δ B-1| against the smallest
+    detectable one at Holm's worst case (a pair needs |Δ| above it; the sweep, some interior T against
+    both ends), the arms it still misses and their CPU hours."""
+    power, cost = table["power"], table["cost"]
+    bound = power["detectable"][f"{MIN_SEEDS}_seeds"]["holm_worst"] if power.get("available") else None
+
+    def resolvable(parts: Sequence[dict]) -> bool | None:
+        if bound is None or any(p["status"] != "done" for p in parts):
+            return None
+        return all(abs(_metric(p["comparison"], power["metric"])["diff"]) >= bound for p in parts)
+
+    for row in table["claims"]:
+        groups = [c["parts"] for c in row["candidates"]] if "candidates" in row else [row["parts"]]
+        outcomes = [resolvable(g) for g in groups]
+        names = {n for p in row["parts"] for n in (p["a"], p["b"])}
+        missing = [m for m in cost["missing"] if m.rsplit("-s", 1)[0] in names]
+        hours = len(missing) * cost["seconds_per_new_seed_arm"] / 3600 if cost["seconds_per_new_seed_arm"] else None
+        if any(outcomes):
+            text = f"{MIN_SEEDS} seeds may resolve it"
+        elif None in outcomes:
+            text = "unknown (arms not run)"
+        else:
+            text = "below what real-mini resolves: GPU"
+        row["outlook"] = {"resolvable_at_min_seeds": any(outcomes) if None not in outcomes else None,
+                          "text": text, "missing": missing, "missing_hours": hours}
 
 
 # ---- rendering ------------------------------------------------------------------------------------
 
 
+def _num(x: float | None, fmt: str = ".2f") -> str:
+    return "—" if x is None else format(x, fmt)
+
+
 def _cell(comparison: dict, key: str) -> str:
-    m = {x["metric"]: x for x in comparison["metrics"]}[key]
-    return f"{m['diff']:+.2f} [{m['ci_low']:+.2f}, {m['ci_high']:+.2f}]"
+    m = _metric(comparison, key)
+    spread = f"sd {_num(m['a_seed_std'])}/{_num(m['b_seed_std'])}"
+    return (f"{m['diff']:+.2f} [{m['ci_low']:+.2f}, {m['ci_high']:+.2f}] p {m['p_holm']:.3f}; {spread}")
+
+
+def _length_cell(comparison: dict) -> str:
+    length, bp = comparison["length"]["length"], comparison["length"]["bp"]
+    matched = comparison["length_matched"]
+    b1 = {m["metric"]: m for m in matched["metrics"]}.get("bleu1")
+    tail = (f"B-1 on {matched['n_items']} matched: {b1['diff']:+.2f} [{b1['ci_low']:+.2f}, {b1['ci_high']:+.2f}]"
+            if b1 else f"{matched['n_items']} matched items")
+    return (f"{length['a']:.1f}/{length['b']:.1f} vs {comparison['length']['reference']:.1f}, "
+            f"BP {bp['a']:.2f}/{bp['b']:.2f}; {tail}")
+
+
+def _verdict_text(verdict_: str, length_only_: bool) -> str:
+    return f"{verdict_} (length only)" if length_only_ else verdict_
 
 
 def render(table: dict) -> str:
-    """The claims table: one row per claim (one line per compared pair), B − A with its 95 % CI."""
-    head = " | ".join(f"{k} B − A [95 % CI]".replace("bleu1", "B-1").replace("rouge1", "R-1")
-                      .replace("cider", "CIDEr") for k in HEADLINE)
-    lines = [f"| # | paper | claim | A → B (seeds) | {head} | verdict |",
-             "| --- | --- | --- | --- | " + " | ".join("---" for _ in HEADLINE) + " | --- |"]
+    """The claims table: a row per claim, a line per compared pair; B − A, its two-level 95 % CI, Holm p."""
+    head = " | ".join(f"{LABELS[k]} Δ [95 % CI] Holm p; seed sd A/B" for k in HEADLINE)
+    family = table["family"]
+    lines = [f"| # | paper | claim | A → B | seeds A/B, items | {head} | length A/B vs ref, BP A/B; length-matched "
+             "| pair | verdict |",
+             "| --- | --- | --- | --- | --- | " + " | ".join("---" for _ in HEADLINE) + " | --- | --- | --- |"]
     for row in table["claims"]:
-        parts = row["parts"] or [{"status": "not run", "a": "", "b": ""}]
+        parts = row["parts"] or [{"status": "not run", "a": "", "b": "", "verdict": "not run"}]
         for i, part in enumerate(parts):
             first = i == 0
             lead = f"| {row['claim']} | {row['source']} | {row['statement']} |" if first else "| | | |"
             if part["status"] != "done":
-                cells = " | ".join("—" for _ in HEADLINE)
-                pair = f"{part['a']} → {part['b']} (not run)" if part["a"] else "(not run)"
+                cells = " | ".join("—" for _ in (*HEADLINE, "length"))
+                pair, seeds = (f"{part['a']} → {part['b']}" if part["a"] else ""), "not run"
             else:
                 comparison = part["comparison"]
-                cells = " | ".join(_cell(comparison, k) for k in HEADLINE)
-                level = "" if comparison["confidence"] == 0.95 else f"; {100 * comparison['confidence']:.1f} % CI"
-                pair = f"{part['a']} → {part['b']} ({','.join(map(str, comparison['seeds']))}{level})"
-            verdict_cell = f"**{row['verdict']}**" if first else ""
-            lines.append(f"{lead} {pair} | {cells} | {verdict_cell} |")
+                cells = " | ".join([*(_cell(comparison, k) for k in HEADLINE), _length_cell(comparison)])
+                pair = f"{part['a']} → {part['b']}"
+                seeds = (f"{','.join(map(str, comparison['seeds_a']))} / {','.join(map(str, comparison['seeds_b']))}, "
+                         f"{comparison['n_items']}")
+            verdict_cell = f"**{_verdict_text(row['verdict'], row['length_only'])}**" if first else ""
+            lines.append(f"{lead} {pair} | {seeds} | {cells} | {_verdict_text(part['verdict'], part['length_only'])} "
+                         f"| {verdict_cell} |")
+    lines += ["", f"Δ = B − A, mean over each arm's seeds; 95 % CI: two-level paired bootstrap ({table['n_resamples']} "
+              "resamples: seeds within each arm, then test items shared by both arms); p: two-sided, from the "
+              f"bootstrap SE, Holm-adjusted over the whole table ({family['size']} tests = pairs × "
+              f"{', '.join(LABELS[k] for k in HEADLINE)}; {family['run']} run, the rest count as p = 1); "
+              f"verdicts at α = {table['alpha']}, none with fewer than {table['min_seeds']} seeds a side "
+              f"(\"needs seeds\"). Length: mean reply length in BLEU tokens, BLEU's brevity penalty, and B-1 on "
+              f"the items whose replies differ by ≤ {table['length_tolerance']} tokens (\"length only\": the "
+              "effect is gone there and the arm it favours is the one closer to the references' length)."]
+    lines += _render_outlook(table)
     if table.get("arms"):
-        lines += ["", "Arms (mean ± std over training seeds; std needs two):", "",
-                  "| arm | seeds | B-1 | R-1 | CIDEr | BERT-F1 |", "| --- | --- | --- | --- | --- | --- |"]
-        for family, arm in table["arms"].items():
+        lines += ["", "Arms (mean ± sample std over training seeds; std needs two):", "",
+                  "| arm | seeds | B-1 | R-1 | CIDEr | BERT-F1 | length (ref) | BP |",
+                  "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+        for name, arm in table["arms"].items():
             cells = []
             for key in (*HEADLINE, "bertscore_f1"):
                 m = arm["metrics"].get(key)
                 cells.append("—" if m is None else f"{m['mean']:.2f}" + ("" if m["std"] is None else f" ± {m['std']:.2f}"))
-            lines.append(f"| {family} | {','.join(map(str, arm['seeds']))} | " + " | ".join(cells) + " |")
+            lines.append(f"| {name} | {','.join(map(str, arm['seeds']))} | " + " | ".join(cells) +
+                         f" | {arm['length']:.1f} ({arm['reference_length']:.1f}) | {arm['bp']:.2f} |")
     sweep = next((r for r in table["claims"] if "points" in r), None)
     if sweep and sweep["points"]:
-        lines += ["", "T sweep (claim 7, seed 0): T | B-1 | R-1 | CIDEr | kept after T | after K-Center",
-                  "", "| T | B-1 | R-1 | CIDEr | kept | k |", "| --- | --- | --- | --- | --- | --- |"]
+        lines += ["", "T sweep (claim 7; mean ± std over seeds; kept after T and after K-Center of the first seed):",
+                  "", "| T | seeds | B-1 | R-1 | CIDEr | kept | k |", "| --- | --- | --- | --- | --- | --- | --- |"]
         for p in sweep["points"]:
-            lines.append(f"| {p['threshold']:g} | {p['bleu1']:.2f} | {p['rouge1']:.2f} | {p['cider']:.2f} | "
-                         f"{p['n_kept']} | {p['k']} |")
+            cells = [f"{p[k]:.2f}" + ("" if p["std"].get(k) is None else f" ± {p['std'][k]:.2f}") for k in HEADLINE]
+            lines.append(f"| {p['threshold']:g} | {','.join(map(str, p['seeds']))} | " + " | ".join(cells) +
+                         f" | {p['n_kept']} | {p['k']} |")
     return "\n".join(lines)
+
+
+def _render_outlook(table: dict) -> list[str]:
+    power, cost = table["power"], table["cost"]
+    if not power.get("available"):
+        return []
+    worst = {n: power["detectable"][f"{n}_seeds"]["holm_worst"] for n in POWER_SEEDS}
+    lines = ["", f"Power and cost (smallest detectable B-1 difference at {100 * power['power']:.0f} % power, "
+             f"α/{power['family_size']}: {', '.join(f'{n} seeds {d:.2f}' for n, d in worst.items())}; "
+             f"measured wall time per new-seed arm {_num(cost['seconds_per_new_seed_arm'], '.0f')} s on 2 cores):", "",
+             "| # | size of Δ B-1 | arms × seeds to run | CPU h | outlook |", "| --- | --- | --- | --- | --- |"]
+    for row in table["claims"]:
+        done = [p for p in row["parts"] if p["status"] == "done"]
+        diffs = [abs(_metric(p["comparison"], "bleu1")["diff"]) for p in done]
+        spread = "—" if not diffs else (f"{min(diffs):.2f}" if len(diffs) == 1 else f"{min(diffs):.2f}–{max(diffs):.2f}")
+        outlook = row["outlook"]
+        lines.append(f"| {row['claim']} | {spread} | {len(outlook['missing'])} | {_num(outlook['missing_hours'], '.1f')} "
+                     f"| {outlook['text']} |")
+    lines += ["", f"Left to run for {MIN_SEEDS} seeds of every arm: {len(cost['missing'])} arms, about "
+              f"{_num(cost['missing_hours'], '.1f')} h of CPU (`empathy claims --profile real-mini --seeds {MIN_SEEDS}`). "
+              "On a GPU box, the papers' profiles:", "", "```bash", *GPU_COMMANDS, "```"]
+    return lines
 
 
 def write_outputs(table: dict, json_path: Path, md_path: Path, sweep_png: Path | None = None) -> None:

@@ -1,5 +1,8 @@
 """`empathy compare A B`: paired significance of B − A for every metric, on the same test items.
 
+(With several training seeds a side, `empathy compare A0,A1,A2 B0,B1,B2`, the comparison is the
+two-level bootstrap of bootstrap.py: seeds, then items; what follows is the one-model-a-side case.)
+
 The question a reviewer asks of two rows of the papers' tables is whether the gap is bigger than
 the noise of the test set. We answer it by resampling test items (the unit the two models share):
 
@@ -24,7 +27,6 @@ nothing is approximated). `CorpusStats.corpus(rows)` equals the `metrics` functi
 from __future__ import annotations
 
 import json
-import math
 import warnings
 from collections import Counter
 from collections.abc import Sequence
@@ -162,16 +164,21 @@ class CorpusStats:
         self.hyp_len = np.array([len(t) for t in hyp_tok], dtype=np.int64)
         self.ref_len = np.array([len(t) for t in ref_tok], dtype=np.int64)
 
-    def _bleu(self, w: np.ndarray) -> list[float]:
-        num = [int(x) for x in w @ self.bleu_matches]
-        den = [int(x) for x in w @ self.bleu_totals]
-        if num[0] == 0:
-            return [0.0] * BLEU_ORDERS
-        hyp, ref = int(w @ self.hyp_len), int(w @ self.ref_len)
-        bp = 1 if hyp > ref else 0 if hyp == 0 else math.exp(1 - ref / hyp)
-        p = [(x + BLEU_EPSILON) / d if x == 0 else x / d for x, d in zip(num, den, strict=True)]
-        return [100.0 * bp * math.exp(math.fsum((1.0 / n) * math.log(pi) for pi in p[:n]))
-                for n in range(1, BLEU_ORDERS + 1)]
+    def _bleu(self, w: np.ndarray) -> np.ndarray:
+        """BLEU-1..4 of each weighting: (batch, rows) multiplicities in, (batch, orders) out."""
+        num, den = w @ self.bleu_matches, w @ self.bleu_totals
+        bp = brevity_penalty(w @ self.hyp_len, w @ self.ref_len)
+        p = np.where(num == 0, (num + BLEU_EPSILON) / den, num / np.maximum(den, 1))
+        # order n is the geometric mean of p_1..p_n (uniform cumulative weights)
+        cumulative = np.cumsum(np.log(p), axis=1) / np.arange(1, BLEU_ORDERS + 1)
+        out = 100.0 * bp[:, None] * np.exp(cumulative)
+        out[num[:, 0] == 0] = 0.0
+        return out
+
+    def lengths(self, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Mean reply length in BLEU's tokens and BLEU's brevity penalty, per weighting (batch, rows)."""
+        hyp = w @ self.hyp_len
+        return hyp / w.sum(axis=1), brevity_penalty(hyp, w @ self.ref_len)
 
     # ROUGE: metrics.rouge averages per-item F-measures
     def _init_rouge(self, hypotheses, references) -> None:
@@ -190,14 +197,14 @@ class CorpusStats:
             self.dist_presence.append(_presence([set(g) for g in per_row]).T.tocsr())  # vocab x rows
             self.dist_counts.append(np.array([len(g) for g in per_row], dtype=np.int64))
 
-    def _distinct(self, w: np.ndarray) -> list[float]:
+    def _distinct(self, w: np.ndarray) -> np.ndarray:
+        present = (w > 0).T.astype(np.float64)                                  # rows x batch
         out = []
-        present = (w > 0).astype(np.float64)
         for matrix, counts in zip(self.dist_presence, self.dist_counts, strict=True):
-            total = int(w @ counts)
-            unique = int(np.count_nonzero(matrix @ present))
-            out.append(100.0 * unique / total if total else 0.0)
-        return out
+            total = w @ counts
+            unique = np.asarray((matrix @ present) != 0).sum(axis=0)
+            out.append(np.divide(100.0 * unique, total, out=np.zeros(len(w)), where=total != 0))
+        return np.stack(out, axis=1)
 
     # CIDEr-D as pycocoevalcap computes it, with tf vectors precomputed and idf per resampled corpus
     def _init_cider(self, hyp_words, ref_words) -> None:
@@ -233,32 +240,50 @@ class CorpusStats:
         self.cider_penalty = np.array([np.e ** (-(d ** 2) / (2 * CIDER_SIGMA ** 2)) for d in delta])
         self.ref_empty = np.array([not w for w in ref_words])
 
-    def _cider(self, w: np.ndarray, n_rows: int) -> float:
-        if self.ref_empty[w > 0].all():
-            return 0.0  # metrics.cider: no reference n-grams in the corpus, no idf
-        df = self.cider_docs @ w.astype(np.float64)
-        idf2 = (np.log(float(n_rows)) - np.log(np.maximum(1.0, df))) ** 2
-        dot, hyp, ref = (m.dot(idf2).reshape(CIDER_ORDERS, self.size)
+    def _cider(self, w: np.ndarray) -> np.ndarray:
+        n_rows = w.sum(axis=1).astype(np.float64)
+        df = np.asarray(self.cider_docs @ w.T.astype(np.float64))                # vocab x batch
+        idf2 = (np.log(n_rows)[None, :] - np.log(np.maximum(1.0, df))) ** 2
+        dot, hyp, ref = (np.asarray(m @ idf2).reshape(CIDER_ORDERS, self.size, len(w))
                          for m in (self.cider_dot, self.cider_hyp, self.cider_ref))
         norms = np.sqrt(hyp) * np.sqrt(ref)
-        val = np.divide(dot, norms, out=dot.copy(), where=norms != 0) * self.cider_penalty
-        item = val.mean(axis=0) * 10.0
-        return 100.0 * float(w @ item) / n_rows
+        val = np.divide(dot, norms, out=dot.copy(), where=norms != 0) * self.cider_penalty[None, :, None]
+        item = val.mean(axis=0) * 10.0                                            # rows x batch
+        out = 100.0 * (w * item.T).sum(axis=1) / n_rows
+        # metrics.cider: no reference n-grams in the corpus, no idf
+        out[((w > 0) & ~self.ref_empty).sum(axis=1) == 0] = 0.0
+        return out
 
     def corpus(self, rows: np.ndarray) -> dict[str, float]:
         """The corpus metrics (x100, unrounded) of the rows `rows` (repeats count as separate items)."""
-        rows = np.asarray(rows, dtype=np.int64)
-        w = np.bincount(rows, minlength=self.size)
-        out: dict[str, float] = {}
+        w = np.bincount(np.asarray(rows, dtype=np.int64), minlength=self.size)[None, :]
+        return {k: float(v[0]) for k, v in self.corpus_batch(w).items()}
+
+    def corpus_batch(self, weights: np.ndarray, chunk: int = 128) -> dict[str, np.ndarray]:
+        """The corpus metrics of many row multisets at once: `weights` (batch, rows) counts how often each
+        row is in each multiset; one value per multiset and metric. Chunked: CIDEr's idf is vocab x chunk."""
+        weights = np.atleast_2d(np.asarray(weights, dtype=np.int64))
+        parts = [self._corpus_chunk(weights[i:i + chunk]) for i in range(0, len(weights), chunk)]
+        return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+
+    def _corpus_chunk(self, w: np.ndarray) -> dict[str, np.ndarray]:
+        out: dict[str, np.ndarray] = {}
         if self.groups & set(BLEU_KEYS):
-            out |= dict(zip(BLEU_KEYS, self._bleu(w), strict=True))
+            out |= dict(zip(BLEU_KEYS, self._bleu(w).T, strict=True))
         if self.groups & set(ROUGE_TYPES):
-            out |= dict(zip(ROUGE_TYPES, self.rouge_items[rows].mean(axis=0).tolist(), strict=True))
+            out |= dict(zip(ROUGE_TYPES, (w @ self.rouge_items / w.sum(axis=1)[:, None]).T, strict=True))
         if self.groups & set(DISTINCT_KEYS):
-            out |= dict(zip(DISTINCT_KEYS, self._distinct(w), strict=True))
+            out |= dict(zip(DISTINCT_KEYS, self._distinct(w).T, strict=True))
         if "cider" in self.groups:
-            out["cider"] = self._cider(w, len(rows))
+            out["cider"] = self._cider(w)
         return out
+
+
+def brevity_penalty(hyp_tokens: np.ndarray, ref_tokens: np.ndarray) -> np.ndarray:
+    """nltk's corpus BLEU brevity penalty of total hypothesis / reference lengths (elementwise)."""
+    hyp, ref = np.asarray(hyp_tokens, dtype=np.float64), np.asarray(ref_tokens, dtype=np.float64)
+    short = np.exp(1.0 - np.divide(ref, hyp, out=np.ones_like(hyp), where=hyp > 0))
+    return np.where(hyp > ref, 1.0, np.where(hyp == 0, 0.0, short))
 
 
 def _presence(sets: Sequence[set], width: int | None = None) -> sparse.csr_matrix:
@@ -399,28 +424,66 @@ def compare(paired: Paired, keys: Sequence[str] = METRICS, *, n_resamples: int =
 
 
 def render(result: dict, fmt: str = "md") -> str:
-    """Markdown table (metric | A | B | diff | CI | p) or JSON."""
+    """Markdown table (metric | A | B | diff | CI | p, and the seed spreads of a two-level result) or JSON."""
     if fmt == "json":
         return json.dumps(result, indent=2)
     if fmt != "md":
         raise PipelineError(f"unknown format {fmt!r} (md or json)")
     pct = f"{100 * result['confidence']:g} %"
+    seeds = "seeds_a" in result                       # bootstrap.TwoLevel's result: seeds, then items
+    if seeds:
+        how = (f"seeds {len(result['seeds_a'])} / {len(result['seeds_b'])}; {result['n_resamples']} two-level "
+               f"resamples (seeds, then items), seed {result['seed']}, percentile interval, normal p-value")
+    else:
+        how = (f"{result['n_resamples']} resamples, seed {result['seed']}, {result['ci_method']} interval, "
+               "permutation p-value")
     lines = [f"{result['b']} − {result['a']} on {result['n_items']} paired test items "
-             f"(paired by {result['paired_by']}; {result['n_resamples']} resamples, seed {result['seed']}, "
-             f"{result['ci_method']} interval, permutation p-value)", "",
-             f"| metric | A: {result['a']} | B: {result['b']} | B − A | {pct} CI | p |", "| --- | --- | --- | --- | --- | --- |"]
-    for m in result["metrics"]:
-        lines.append(f"| {m['label']} | {m['a']:.2f} | {m['b']:.2f} | {m['diff']:+.2f} | "
-                     f"[{m['ci_low']:+.2f}, {m['ci_high']:+.2f}] | {m['p_value']:.3f} |")
-    if result["only_in_a"] or result["only_in_b"]:
+             f"(paired by {result['paired_by']}; {how})", "",
+             f"| metric | A: {result['a']} | B: {result['b']} | B − A | {pct} CI | p |" + (" seed sd A / B |" if seeds else ""),
+             "| --- | --- | --- | --- | --- | --- |" + (" --- |" if seeds else "")]
+    rows = [*result["metrics"], *result.get("length", {}).values()] if seeds else result["metrics"]
+    for m in rows:
+        if not isinstance(m, dict):
+            continue                                  # the length block's reference length
+        line = (f"| {m['label']} | {m['a']:.2f} | {m['b']:.2f} | {m['diff']:+.2f} | "
+                f"[{m['ci_low']:+.2f}, {m['ci_high']:+.2f}] | {m['p_value']:.3f} |")
+        if seeds:
+            line += " " + " / ".join("—" if x is None else f"{x:.2f}" for x in (m["a_seed_std"], m["b_seed_std"])) + " |"
+        lines.append(line)
+    if seeds:
+        matched = result["length_matched"]
+        lines += ["", f"Reference length {result['length']['reference']:.2f} tokens; {matched['n_items']} items with "
+                  f"replies within {matched['tolerance']} tokens of each other" +
+                  "".join(f"; there {m['label']} {m['diff']:+.2f} [{m['ci_low']:+.2f}, {m['ci_high']:+.2f}]"
+                          for m in matched["metrics"][:1])]
+    elif result["only_in_a"] or result["only_in_b"]:
         lines += ["", f"(unpaired items left out: {result['only_in_a']} only in A, {result['only_in_b']} only in B)"]
     return "\n".join(lines)
 
 
 def compare_specs(a: str, b: str, predictions_dir: Path, **options) -> dict:
-    """`empathy compare A B`: resolve both sides (model names or files), pair them, compare."""
+    """`empathy compare A B`: resolve both sides (model names or files), pair them, compare. A side given
+    as a comma-separated list is one recipe's training seeds: then the comparison is bootstrap.py's
+    two-level one (seeds within each side, then items), and `method` does not apply (percentile)."""
+    if "," in a or "," in b:
+        return _compare_seed_lists(a, b, predictions_dir, **options)
     a_name, a_df = resolve(a, predictions_dir)
     b_name, b_df = resolve(b, predictions_dir)
     if a_name == b_name and a != b:
         a_name, b_name = a, b
     return compare(pair(a_name, a_df, b_name, b_df), **options)
+
+
+def _compare_seed_lists(a: str, b: str, predictions_dir: Path, keys: Sequence[str] = METRICS,
+                        n_resamples: int = 1000, seed: int = 0, confidence: float = 0.95, method: str | None = None,
+                        bertscore_options: dict | None = None) -> dict:
+    from .bootstrap import compare_seeds
+
+    sides = []
+    for spec in (a, b):
+        resolved = [resolve(part.strip(), predictions_dir) for part in spec.split(",") if part.strip()]
+        sides.append(("+".join(name for name, _ in resolved), dict(enumerate(df for _, df in resolved))))
+    (a_name, a_tables), (b_name, b_tables) = sides
+    if a_name == b_name:
+        a_name, b_name = a, b
+    return compare_seeds(a_name, a_tables, b_name, b_tables, keys, n_resamples, seed, confidence, bertscore_options)
