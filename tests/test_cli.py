@@ -6,7 +6,6 @@ import json
 import shutil
 import subprocess
 import sys
-import tarfile
 from pathlib import Path
 
 import polars as pl
@@ -66,29 +65,6 @@ def test_score_prints_the_metrics_json(tmp_path):
     empty.write_text("")
     failed = run("score", str(empty), "--no-bertscore")
     assert failed.returncode == 1 and failed.stderr.strip() == f"error: {empty}: no predictions to score"
-
-
-def test_data_fetch_unpacks_the_official_layout(tmp_path):
-    src = tmp_path / "release" / "empatheticdialogues"
-    src.mkdir(parents=True)
-    for split in ("train", "valid", "test"):
-        shutil.copy(ROOT / "data/sample/empatheticdialogues" / f"{split}.csv", src / f"{split}.csv")
-    archive = tmp_path / "empatheticdialogues.tar.gz"
-    with tarfile.open(archive, "w:gz") as tar:
-        tar.add(src, arcname="empatheticdialogues")
-    result = run("data", "fetch", "--url", archive.as_uri(), "--dest", str(tmp_path / "out"))
-    assert result.returncode == 0, result.stderr
-    target = tmp_path / "out" / "empatheticdialogues"
-    assert (target / "test.csv").read_bytes() == (src / "test.csv").read_bytes()
-
-
-def test_data_fetch_offline_says_where_to_put_the_files(tmp_path):
-    result = run("data", "fetch", "--url", "http://127.0.0.1:9/empatheticdialogues.tar.gz",
-                 "--dest", str(tmp_path), "--timeout", "5")
-    assert result.returncode == 1
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: cannot download ED")
-    assert f"{tmp_path}/empatheticdialogues/train.csv" in lines[0] and "prepare.source" in lines[0]
 
 
 def test_version_names_the_packages_that_make_the_numbers():

@@ -29,23 +29,26 @@ def _version(value: bool) -> None:
 def _main(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
                                       help="Print the versions that produce the numbers, then exit.")) -> None:
     """The `empathy` command."""
-data_app = typer.Typer(no_args_is_help=True, help="EmpatheticDialogues data.")
+data_app = typer.Typer(no_args_is_help=True, help="The public releases: ED, EPITOME, the papers' rated test sets.")
 app.add_typer(data_app, name="data")
-
-ED_URL = "https://dl.fbaipublicfiles.com/parlai/empatheticdialogues/empatheticdialogues.tar.gz"
 
 
 @data_app.command("fetch")
 def data_fetch(
-    dest: Path = typer.Option(Path("data/external"), help="Where to unpack; prepare.source should point at DEST/empatheticdialogues."),
-    url: str = typer.Option(ED_URL, help="The official ED tarball."),
-    timeout: float = typer.Option(30.0, help="Seconds before giving up on the download."),
+    name: str = typer.Argument("ed", help="ed (official EmpatheticDialogues), epitome (EPITOME Reddit), "
+                                          "efficient-empathy (the papers' rated test/valid sets)."),
+    dest: Path = typer.Option(Path("data/external"), help="Where the release goes: DEST/<release folder>."),
+    mirror: str | None = typer.Option(None, help="A directory URL holding the release's files under their own "
+                                                 "names, used instead of the public URLs."),
+    timeout: float = typer.Option(30.0, help="Seconds before giving up on a download."),
 ) -> None:
-    """Download the official empatheticdialogues.tar.gz and unpack train/valid/test.csv."""
-    from .data_fetch import fetch_ed
+    """Download a public release and check every file against its pinned sha256."""
+    from .data_fetch import RELEASES, fetch
 
-    target = fetch_ed(url, dest, timeout)
-    typer.echo(f"ED unpacked to {target}; set prepare.source: {target} in params.yaml")
+    target, fetched = fetch(name, dest, timeout, mirror)
+    release = RELEASES[name]
+    done = f"{fetched} file(s) downloaded and checked" if fetched else "already in place"
+    typer.echo(f"{name}: {done} in {target} ({release.terms}); set {release.param}: {target} in params.yaml")
 
 
 @app.command("score")
@@ -333,7 +336,7 @@ def ab_tally(
 @app.command("claims")
 def claims(
     profile_name: str = typer.Option("real-mini", "--profile", help="The profile every arm runs under (profiles/NAME.yaml)."),
-    seeds: int = typer.Option(2, help="Training seeds of the arms that get several (EE Table 2, SE Table 1): 0..N-1."),
+    seeds: int = typer.Option(3, help="Training seeds of every arm, 0..N-1: a verdict needs 3 or more per arm (a rerun adds only the missing ones)."),
     only: str | None = typer.Option(None, help="Only these claims, e.g. 1,3 (their arms and rows)."),
     results: Path = typer.Option(Path("benchmarks/results/claims"), help="Finished arms (commit them: a rerun skips them)."),
     table_only: bool = typer.Option(False, "--table-only", help="Recompute the table from the finished arms; run nothing."),
