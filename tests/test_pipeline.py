@@ -17,7 +17,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import SHARED_DATA
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -37,8 +36,6 @@ TINY = {
     "judge_quality.sample_size": 3,
     "rate.shard_size": 8,
     "train_router.max_steps": 1,
-    # The scratch copy has no ../shared beside it: point at the real EPITOME data where it is.
-    "epitome.source": str(SHARED_DATA / "epitome"),
 }
 
 MODEL_STAGES = ["synth_base", "discriminator", "synth", "efficient_base", "expert_sensibility", "expert_rationality",
@@ -104,11 +101,21 @@ def test_every_stage_ran_and_wrote_its_metrics(demo_run):
         assert got["n"] == 6 and {"bleu1", "bleu4", "rouge1", "rougeL", "dist1", "dist2", "cider"} <= set(got), name
     # Both branches start from the same embedded model here: their base evaluations must agree exactly.
     assert scores["synth_base"] == scores["efficient_base"]
-    for name in ("prepare", "generate", "selection", "diversity", "data_quality", "rate", "split"):
+    for name in ("prepare", "generate", "selection", "diversity", "data_quality", "rate", "split", "epitome"):
         assert (demo_run / "metrics" / f"{name}.json").exists(), name
     config = json.loads((demo_run / "models" / "moe" / "config.json").read_text())
     assert config["architectures"] == ["MixtralForCausalLM"] and config["num_local_experts"] == 2
     assert (demo_run / "models" / "discriminator" / "adapter_config.json").exists()
+
+
+@pytest.mark.slow
+def test_the_demo_needs_nothing_beside_the_repository(demo_run):
+    """The scratch copy has no ../shared beside it (a newcomer's clone): every file a stage read is inside."""
+    lock = yaml.safe_load((demo_run / "dvc.lock").read_text())
+    outside = sorted({dep["path"] for stage in lock["stages"].values() for dep in stage.get("deps", [])
+                      if Path(dep["path"]).is_absolute() or dep["path"].startswith("..")})
+    assert not outside, f"stages read files outside the project: {outside}"
+    assert not (demo_run.parent / "shared").exists()
 
 
 @pytest.mark.slow

@@ -147,6 +147,7 @@ def test_efficient_empathy_lora_and_training(ee):
         "train.gradient_accumulation_steps": 1,                       # sft_llama3.py:67
         "train.max_length": 512,                                      # sft_llama3.py:31
         "train.bf16": True,                                           # sft_llama3.py:20
+        "train.gradient_checkpointing": True,                         # sft_llama3.py:73, sft_llama3_moe.py:68
         "train.launcher": "accelerate launch --config_file configs/accelerate/deepspeed_zero3.yaml",  # EE §5.1.2 ZeRO-3
         "train_router.max_steps": -1,
         "train_router.learning_rate": 0.0001,                         # sft_llama3_moe.py:66

@@ -159,15 +159,21 @@ class KillAtStep(TrainerCallback):
             raise Killed()
 
 
-@pytest.mark.slow
-def test_killed_run_resumes_from_its_checkpoint(base_model_dir, tokenizer, tmp_path):
+def fresh_lora_model(base_model_dir, lora_dropout: float = 0.0):
+    """The base in float32 with a small LoRA whose random A matrices are the same on every call."""
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM, set_seed
 
+    set_seed(0)
+    model = AutoModelForCausalLM.from_pretrained(base_model_dir, dtype=torch.float32)
+    return get_peft_model(model, LoraConfig(r=4, target_modules=["q_proj", "v_proj"], lora_dropout=lora_dropout,
+                                            task_type="CAUSAL_LM"))
+
+
+@pytest.mark.slow
+def test_killed_run_resumes_from_its_checkpoint(base_model_dir, tokenizer, tmp_path):
     def fresh_model():
-        set_seed(0)
-        model = AutoModelForCausalLM.from_pretrained(base_model_dir, dtype=torch.float32)
-        return get_peft_model(model, LoraConfig(r=4, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM"))
+        return fresh_lora_model(base_model_dir)
 
     examples, _ = sft_examples(samples_frame(DIALOGUES), tokenizer, max_length=64)
     cfg = {**TINY_TRAIN, "max_steps": 3, "save_steps": 1}
@@ -182,6 +188,53 @@ def test_killed_run_resumes_from_its_checkpoint(base_model_dir, tokenizer, tmp_p
     assert watcher.steps_run == [2, 3]  # step 1 came from the checkpoint, not from training again
     assert report["steps"] == 3 and (out / "adapter_config.json").exists()
     assert [int(r["step"]) for r in read_loss_csv(loss_csv)] == [1, 2, 3]
+
+
+class CheckpointingProbe(TrainerCallback):
+    """Per step: whether the model being trained recomputes its activations, and the logged loss and
+    gradient norm (log_history's full-precision floats, not the loss CSV's rounded ones)."""
+
+    def __init__(self):
+        self.checkpointing, self.logs = [], []
+
+    def on_step_end(self, args, state, control, model=None, **kwargs):
+        self.checkpointing.append(model.is_activation_checkpointing)
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if logs and "loss" in logs:
+            self.logs.append((logs["loss"], logs["grad_norm"]))
+
+
+@pytest.mark.slow
+def test_gradient_checkpointing_trains_the_same_adapter(base_model_dir, tokenizer, tmp_path):
+    """train.gradient_checkpointing only trades memory for time: one step from the same seed and data
+    gives the same loss, gradient and adapter with it on or off, and on, the model really recomputes."""
+    from safetensors.torch import load_file
+
+    examples, _ = sft_examples(samples_frame(DIALOGUES[:2]), tokenizer, max_length=32)
+    runs = {}
+    for checkpointing in (False, True):
+        cfg = {**TINY_TRAIN, "max_steps": 1, "batch_size": 2, "gradient_checkpointing": checkpointing}
+        out = tmp_path / f"checkpointing-{checkpointing}"
+        probe = CheckpointingProbe()
+        # Dropout as in the papers' LoRA: the recompute must draw the masks the first forward drew.
+        run_trainer(fresh_lora_model(base_model_dir, lora_dropout=0.1), tokenizer, examples, cfg, out,
+                    tmp_path / f"{out.name}.csv", callbacks=[probe])
+        runs[checkpointing] = probe, load_file(out / "adapter_model.safetensors")
+
+    (off, off_adapter), (on, on_adapter) = runs[False], runs[True]
+    assert off.checkpointing == [False] and on.checkpointing == [True]
+    (off_loss, off_grad_norm), = off.logs
+    (on_loss, on_grad_norm), = on.logs
+    assert on_loss == pytest.approx(off_loss, rel=1e-6)
+    assert on_grad_norm == pytest.approx(off_grad_norm, rel=1e-5)
+    assert on_adapter.keys() == off_adapter.keys()
+    for name, tensor in off_adapter.items():
+        torch.testing.assert_close(on_adapter[name], tensor, rtol=0, atol=1e-6, msg=name)
+    # LoRA B starts at zero: had no gradient reached it through the recomputed layers, it would still be.
+    assert all(on_adapter[n].abs().max() > 0 for n in on_adapter if "lora_B" in n)
+    print(f"\ncheckpointing off/on: loss {off_loss!r}/{on_loss!r}, grad norm {off_grad_norm!r}/{on_grad_norm!r}, "
+          f"adapter max |diff| {max((on_adapter[n] - t).abs().max().item() for n, t in off_adapter.items()):.2e}")
 
 
 def test_checkpoints_of_a_different_run_are_discarded(tmp_path):

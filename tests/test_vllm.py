@@ -48,12 +48,16 @@ PROMPTS = [
 ]
 CHATS = [[{"role": "user", "content": p}] for p in PROMPTS]
 
-# Measured on this machine (vLLM bf16 kernels vs transformers float32, 8 prompts x 16 greedy tokens):
-# base 77.3 % of tokens (6 of 8 replies identical), LoRA 74.2 % (5 of 8); the LoRA replies share only
-# 8.6 % of tokens with the base's. The floors sit below the measured figures: bf16 rounding flips a
-# greedy choice here and there, and after the first flip a reply goes its own way.
-BASE_TOKEN_FLOOR = 0.6
-LORA_TOKEN_FLOOR = 0.55
+# vLLM's greedy picks are scored under transformers in float32, teacher-forced on vLLM's own token
+# ids: at each step, how far (in logits) the token vLLM chose lies below float32's best. vLLM runs
+# bf16 kernels, so where two tokens are nearly tied it may pick the other one; that is allowed up to
+# MARGIN_TOLERANCE. A whole-reply comparison cannot hold by construction: after one such flip the
+# replies go their own ways (77 % of tokens equal on one machine, 59 % on another: bf16 kernels
+# differ by CPU). Measured here (8 replies x 16 tokens): the largest margin was 0.12 logits for the
+# base and 0.20 with the LoRA adapter, while the adapter's replies scored under the base model (the
+# adapter not applied) sit 7.1 logits below the best; the test checks that side too, so it can fail.
+# The tolerance sits 5x above the measured bf16 spread and 7x below a wrong model.
+MARGIN_TOLERANCE = 1.0
 
 pytestmark = pytest.mark.slow
 
@@ -77,25 +81,27 @@ def _random_adapter(base_dir: Path, out: Path, seed: int) -> Path:
     return out
 
 
-def _transformers_replies(model_dir: Path, adapter: Path | None = None) -> list[str]:
-    from empathy_pipeline.llm.base import Sampling
-    from empathy_pipeline.llm.transformers import TransformersBackend
+def _float32_model(model_dir: Path, adapter: Path | None = None):
+    from transformers import AutoModelForCausalLM
 
-    backend = TransformersBackend(str(model_dir), adapter=adapter and str(adapter), batch_size=8,
-                                  dtype="float32", device="cpu", show_progress=False)
-    return backend.generate(CHATS, Sampling(max_new_tokens=MAX_NEW_TOKENS))
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    if adapter is not None:
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, adapter)
+    return model.eval()
 
 
-def token_agreement(tokenizer, ours: list[str], theirs: list[str]) -> tuple[float, float]:
-    """(share of identical tokens, share of identical replies): tokens equal position by position
-    up to the first difference (greedy decoding does not re-converge), over the longer reply."""
-    same = total = 0
-    for a, b in zip(ours, theirs):
-        ta, tb = tokenizer.encode(a, add_special_tokens=False), tokenizer.encode(b, add_special_tokens=False)
-        prefix = next((i for i, (x, y) in enumerate(zip(ta, tb)) if x != y), min(len(ta), len(tb)))
-        same += prefix
-        total += max(len(ta), len(tb), 1)
-    return same / total, sum(a == b for a, b in zip(ours, theirs)) / len(ours)
+def greedy_margins(model, call: dict) -> list[float]:
+    """Per reply, the largest float32 logit gap between the best token and the one vLLM chose."""
+    worst = []
+    for prompt, reply in zip(call["prompt_token_ids"], call["token_ids"]):
+        ids = torch.tensor([prompt + reply])
+        with torch.no_grad():
+            logits = model(ids).logits[0, len(prompt) - 1:-1].float()
+        chosen = logits.gather(1, torch.tensor(reply).unsqueeze(1)).squeeze(1)
+        worst.append(float((logits.max(dim=1).values - chosen).max()))
+    return worst
 
 
 @pytest.fixture(scope="module")
@@ -124,6 +130,18 @@ def engine_run(base_model_dir, tmp_path_factory) -> dict:
     return {"out": out, "adapter": adapters[0], "moe": moe, "root": root}
 
 
+def test_lora_rank_slots_are_the_ones_the_installed_vllm_accepts():
+    from empathy_pipeline.llm.vllm import VLLM_MAX_LORA_RANKS, lora_rank_slot
+
+    found = subprocess.run([str(_vllm_python()), "-c", "import typing; from vllm.config.lora import MaxLoRARanks; "
+                            "print(list(typing.get_args(MaxLoRARanks)))"], capture_output=True, text=True, env=ENV)
+    assert found.returncode == 0, found.stderr[-2000:]
+    assert tuple(json.loads(found.stdout)) == VLLM_MAX_LORA_RANKS
+    assert [lora_rank_slot(r, "a") for r in (1, 4, 8, 12, 64, 300)] == [1, 8, 8, 16, 64, 320]
+    with pytest.raises(PipelineError, match="LoRA rank 600 is above vLLM's largest max_lora_rank 512"):
+        lora_rank_slot(600, "a")
+
+
 def test_missing_vllm_is_a_one_line_error_naming_the_setup_target():
     from empathy_pipeline.llm.vllm import VllmBackend
 
@@ -133,30 +151,26 @@ def test_missing_vllm_is_a_one_line_error_naming_the_setup_target():
     assert "\n" not in str(err.value)
 
 
-def test_greedy_vllm_agrees_with_transformers(engine_run, base_model_dir):
-    from transformers import AutoTokenizer
-
-    ours = engine_run["out"]["loads"][0]["calls"][0]["replies"]
-    theirs = _transformers_replies(base_model_dir)
-    tokens, replies = token_agreement(AutoTokenizer.from_pretrained(base_model_dir), ours, theirs)
-    print(f"\nvLLM (bf16) vs transformers (fp32), base, greedy: {tokens:.1%} tokens, {replies:.0%} replies identical")
-    assert len(ours) == len(PROMPTS) and all(r.strip() for r in ours)
-    assert tokens >= BASE_TOKEN_FLOOR
+def test_greedy_vllm_picks_what_float32_transformers_ranks_best(engine_run, base_model_dir):
+    call = engine_run["out"]["loads"][0]["calls"][0]
+    assert len(call["replies"]) == len(PROMPTS) and all(r.strip() for r in call["replies"])
+    assert len(call["token_ids"]) == len(PROMPTS) and all(call["token_ids"])
+    margins = greedy_margins(_float32_model(base_model_dir), call)
+    print(f"\nvLLM (bf16) greedy under transformers (fp32), base: largest margin {max(margins):.3f} logits; "
+          f"{sum(m == 0 for m in margins)} of {len(margins)} replies all-argmax")
+    assert max(margins) <= MARGIN_TOLERANCE, margins
 
 
 def test_lora_adapter_through_lora_request(engine_run, base_model_dir):
-    from transformers import AutoTokenizer
-
-    calls = engine_run["out"]["loads"][0]["calls"]
-    base, adapted = calls[0]["replies"], calls[1]["replies"]
-    theirs = _transformers_replies(base_model_dir, engine_run["adapter"])
-    tokenizer = AutoTokenizer.from_pretrained(base_model_dir)
-    tokens, replies = token_agreement(tokenizer, adapted, theirs)
-    changed, _ = token_agreement(tokenizer, adapted, base)
-    print(f"\nvLLM LoRARequest vs transformers + adapter, greedy: {tokens:.1%} tokens, {replies:.0%} replies "
-          f"identical; vs vLLM base: {changed:.1%} tokens identical")
-    assert adapted != base, "the LoRARequest did not change a single reply"
-    assert tokens >= LORA_TOKEN_FLOOR and tokens > changed
+    base, adapted = engine_run["out"]["loads"][0]["calls"][:2]
+    assert adapted["replies"] != base["replies"], "the LoRARequest did not change a single reply"
+    with_adapter = greedy_margins(_float32_model(base_model_dir, engine_run["adapter"]), adapted)
+    without = greedy_margins(_float32_model(base_model_dir), adapted)
+    print(f"\nvLLM LoRARequest greedy under transformers + adapter (fp32): largest margin {max(with_adapter):.3f}; "
+          f"under the base model: {max(without):.3f}")
+    assert max(with_adapter) <= MARGIN_TOLERANCE, with_adapter
+    # The same replies are not what the base model would pick: the adapter is what vLLM applied.
+    assert max(without) > 2 * MARGIN_TOLERANCE, without
 
 
 def test_merged_moe_loads_and_generates(engine_run):
@@ -243,7 +257,12 @@ def test_openai_backend_against_real_vllm_server(tmp_path, base_model_dir):
         assert _wait_for_models(url, proc, log, 900) == [name]
         env = {**ENV, "VLLM_TEST_URL": f"{url}/v1", "VLLM_TEST_KEY": "local"}
         runs = {}
-        for concurrency in (4, 1):  # same sampled replies whatever the concurrency: per-sample seeds
+        # Both concurrencies give every row its reply, in order. Not the same sampled text: a seeded
+        # request's sample may depend on the batch the server puts it in (vLLM promises batch
+        # invariance only with VLLM_BATCH_INVARIANT=1 on supported GPUs), and the server batches
+        # differently at 4 requests in flight than at 1. Seeds reaching a server are checked on the
+        # test server (tests/test_openai_backend.py), which records each request.
+        for concurrency in (4, 1):
             project = _with_llm(_project(tmp_path / f"c{concurrency}", base_model_dir, 4), backend="openai",
                                 base_url_env="VLLM_TEST_URL", api_key_env="VLLM_TEST_KEY",
                                 concurrency=concurrency, max_retries=2, timeout=120)
@@ -257,8 +276,7 @@ def test_openai_backend_against_real_vllm_server(tmp_path, base_model_dir):
         seeds = pl.read_parquet(project / "data/prepared/train.parquet")["sample_id"].to_list()
         for table in runs.values():
             assert table.height == 4 and table["raw_text"].str.len_chars().min() > 20
-            assert [s for s in table["sample_id"].to_list()] == seeds  # in order
-        assert runs[4]["raw_text"].to_list() == runs[1]["raw_text"].to_list()
+            assert table["sample_id"].to_list() == seeds  # in order
     finally:
         _stop_group(proc)
 

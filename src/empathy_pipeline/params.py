@@ -186,6 +186,8 @@ class Train(Section):
     gradient_accumulation_steps: PositiveInt = 1
     max_length: PositiveInt = 512
     bf16: bool = False
+    # Off unless activations would not fit: recomputing them in the backward costs about a third more compute.
+    gradient_checkpointing: bool = False
     logging_steps: PositiveInt = 1
     save_steps: PositiveInt = 500
     seed: int = 0
@@ -303,7 +305,8 @@ class BtxMerge(Section):
 
 
 class Epitome(Section):
-    # The EPITOME Reddit CSVs (Sharma et al., 2020), beside the repo in ../shared; never committed.
+    # The EPITOME Reddit CSVs (Sharma et al., 2020): the demo's hand-written sample in data/sample, or the
+    # real release (`empathy data fetch epitome`, or ../shared beside the repo), never committed.
     # Existence is checked by the stage (one line), so `empathy check` passes where they are absent.
     source: str
     held_out_fraction: Annotated[float, Field(gt=0, lt=1)] = 0.2

@@ -45,6 +45,10 @@ from .models import stabilise_saved_configs, torch_dtype
 IGNORE_INDEX = -100  # label value the loss skips (torch CrossEntropyLoss ignore_index)
 TRAIN_KEYS = ("max_steps", "epochs", "learning_rate", "batch_size", "gradient_accumulation_steps",
               "max_length", "bf16", "logging_steps", "seed")
+# transformers 5.23 (the CPU lock) calls it activation_checkpointing and warns on the old name; the
+# transformers vLLM's pin resolves on a GPU box may be an older 5.x that knows only the old one.
+_CHECKPOINTING_ARG = next(name for name in ("activation_checkpointing", "gradient_checkpointing")
+                          if name in TrainingArguments.__dataclass_fields__)
 
 
 # ---- examples -------------------------------------------------------------------------------
@@ -167,6 +171,11 @@ def training_arguments(train_cfg: dict, work_dir: str | Path):
         per_device_train_batch_size=int(train_cfg["batch_size"]),
         gradient_accumulation_steps=int(train_cfg["gradient_accumulation_steps"]),
         bf16=bool(train_cfg["bf16"]),
+        # Not a required key: the train dicts of the tests and benchmarks predate it. Non-reentrant
+        # (torch's recommended form): the reentrant one computes no gradient through a segment whose
+        # inputs need none, as the frozen embeddings' output under LoRA, unless they are made to.
+        **{_CHECKPOINTING_ARG: bool(train_cfg.get("gradient_checkpointing", False)),
+           f"{_CHECKPOINTING_ARG}_kwargs": {"use_reentrant": False}},
         use_cpu=not torch.cuda.is_available(),  # bf16 on CPU means autocast; transformers wants this said
         logging_steps=int(train_cfg["logging_steps"]),
         seed=int(train_cfg["seed"]),
@@ -249,8 +258,10 @@ def run_trainer(model, tokenizer, examples: Sequence[dict], train_cfg: dict, out
 def _fingerprint(model, examples: Sequence[dict], train_cfg: dict) -> str:
     """Identity of a training run: resuming a checkpoint of a different run would be wrong."""
     h = hashlib.sha256()
-    # Settings that change what is trained; how often it logs or saves, or how it is launched, do not.
-    shaping = {k: v for k, v in train_cfg.items() if k not in ("logging_steps", "save_steps", "launcher")}
+    # Settings that change what is trained; how often it logs or saves, how it is launched, or
+    # whether it recomputes activations (a run killed out of memory may resume with it on) do not.
+    shaping = {k: v for k, v in train_cfg.items()
+               if k not in ("logging_steps", "save_steps", "launcher", "gradient_checkpointing")}
     h.update(json.dumps(shaping, sort_keys=True, default=str).encode())
     h.update(type(model).__name__.encode())
     h.update(model.config.to_json_string(use_diff=False).encode())

@@ -7,7 +7,12 @@ several models in turn, so a test pays vLLM's start-up (~50 s on CPU) once per m
     job:    {"loads": [{"model": DIR, "adapter": DIR|null, "options": {...llm options...},
                         "calls": [{"chats": [...], "max_new_tokens": N, "temperature": 0,
                                    "seeds": [...]|null, "adapter": true}]}]}
-    result: {"loads": [{"load_seconds": s, "calls": [{"replies": [...], "seconds": s}]}]}
+    result: {"loads": [{"load_seconds": s, "calls": [{"replies": [...], "seconds": s,
+                                                      "prompt_token_ids": [[...]], "token_ids": [[...]]}]}]}
+
+The token ids are the engine's own (what vLLM fed and chose), read off the RequestOutputs that the
+backend's `llm.chat` returned, so a test can score vLLM's choices under another implementation
+without re-tokenising the reply text (which need not give the same ids back).
 
 A load may also carry "library": {"samples": PARQUET, "out": DIR}: the evaluate and rate stages'
 library functions (evaluation.predict, rating.rate_samples with the judge's prefill) then run on
@@ -36,13 +41,19 @@ def run(job: dict) -> dict:
         backend = VllmBackend(load["model"], adapter=load.get("adapter"), **load.get("options", {}))
         loaded = {"load_seconds": time.perf_counter() - start, "calls": []}
         lora = backend.lora_request
+        outputs = record_outputs(backend)
         for call in load["calls"]:
             backend.lora_request = lora if call.get("adapter", True) else None
             sampling = Sampling(max_new_tokens=call["max_new_tokens"], temperature=call.get("temperature", 0.0),
                                 top_p=call.get("top_p", 1.0), seed=call.get("seed", 0))
             start = time.perf_counter()
+            outputs.clear()
             replies = backend.generate(call["chats"], sampling, seeds=call.get("seeds"))
-            loaded["calls"].append({"replies": replies, "seconds": time.perf_counter() - start})
+            seconds = time.perf_counter() - start
+            # One llm.chat call when no chat is a prefill: its outputs are in the chats' order.
+            loaded["calls"].append({"replies": replies, "seconds": seconds,
+                                    "prompt_token_ids": [list(o.prompt_token_ids) for o in outputs],
+                                    "token_ids": [list(o.outputs[0].token_ids) for o in outputs]})
         if load.get("library"):
             backend.lora_request = None
             run_library(backend, load["library"])
@@ -52,6 +63,20 @@ def run(job: dict) -> dict:
         del backend
         gc.collect()
     return {"loads": results}
+
+
+def record_outputs(backend) -> list:
+    """The RequestOutputs of every `backend.llm.chat` call from now on (the real engine's, kept)."""
+    seen: list = []
+    chat = backend.llm.chat
+
+    def recording_chat(*args, **kwargs):
+        found = chat(*args, **kwargs)
+        seen.extend(found)
+        return found
+
+    backend.llm.chat = recording_chat
+    return seen
 
 
 def run_library(backend, spec: dict) -> None:

@@ -16,8 +16,22 @@ from pathlib import Path
 from ..errors import PipelineError
 from .base import Chat, Sampling, seeds_for
 
+# The max_lora_rank values vLLM's LoRA config accepts (vllm/config/lora.py, MaxLoRARanks, the same in
+# the CPU build 0.32 and the GPU lock's 0.33; tests/test_vllm.py reads them off the installed vLLM):
+# an adapter is served from the smallest one that holds its rank.
+VLLM_MAX_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
+
 MISSING = ("llm.backend 'vllm': vllm is not installed in this Python (on CPU run `make vllm-setup` and use "
            ".venv-vllm/bin/python; a CUDA box needs the gpu extra: pip install 'empathy-pipeline[gpu]')")
+
+
+def lora_rank_slot(rank: int, adapter: str) -> int:
+    """The smallest max_lora_rank vLLM takes that holds an adapter of `rank` (a rank of 12 is served as 16)."""
+    for slot in VLLM_MAX_LORA_RANKS:
+        if slot >= rank:
+            return slot
+    raise PipelineError(f"llm adapter {adapter}: LoRA rank {rank} is above vLLM's largest max_lora_rank "
+                        f"{VLLM_MAX_LORA_RANKS[-1]}; use llm.backend transformers")
 
 
 class VllmBackend:
@@ -50,7 +64,7 @@ class VllmBackend:
                 raise PipelineError(f"llm adapter {adapter}: no adapter_config.json (not a PEFT LoRA directory)")
             rank = int(json.loads(config.read_text()).get("r", 8))
             # vLLM serves the adapter beside the base (no merged copy), up to max_lora_rank.
-            kwargs.update(enable_lora=True, max_lora_rank=max(8, rank), max_loras=1)
+            kwargs.update(enable_lora=True, max_lora_rank=lora_rank_slot(rank, adapter), max_loras=1)
             self.lora_request = LoRARequest("adapter", 1, str(adapter))
         try:
             self.llm = LLM(**kwargs)
@@ -64,8 +78,11 @@ class VllmBackend:
         from vllm import SamplingParams
 
         seeds = seeds_for(chats, sampling, seeds)
-        # One SamplingParams per request, each with its own seed: a sampled reply depends on its
-        # sample's seed only, not on the batch vLLM schedules it in. Greedy ignores the seed.
+        # One SamplingParams per request, each with its own seed, so a sample's reply does not depend
+        # on which other samples are asked. It may still depend, through floating-point sums, on the
+        # batch vLLM schedules it in: vLLM promises batch invariance only with VLLM_BATCH_INVARIANT=1
+        # on supported GPUs (docs.vllm.ai, "Reproducibility"). The finished shards are what make a
+        # stage's outputs stable: a rerun keeps them. Greedy ignores the seed.
         params = [
             SamplingParams(max_tokens=sampling.max_new_tokens, temperature=sampling.temperature,
                            top_p=sampling.top_p if sampling.temperature > 0 else 1.0, seed=seeds[i])
