@@ -49,9 +49,6 @@ class Release:
     param: str  # the params key that points at DEST/<folder>
     terms: str
 
-    def files(self) -> tuple[str, ...]:
-        return self.members or tuple(d.name for d in self.downloads)
-
 
 _EPITOME = ("https://raw.githubusercontent.com/behavioral-data/Empathy-Mental-Health/"
             "0e11f98901527550885dbf253bd2af92dbcec43b/dataset/")
