@@ -1,4 +1,8 @@
-"""BTX merge and router training on the real SmolLM2-135M with quickly made random LoRA experts."""
+"""BTX merge and router training on the real SmolLM2-135M with quickly made random LoRA experts.
+
+btx_merge streams tensor by tensor; the reference it is checked against is the in-memory merge it
+replaced (peft merge_and_unload of each expert, the MoE built whole, then save_pretrained), kept here.
+"""
 
 from __future__ import annotations
 
@@ -15,19 +19,20 @@ from transformers import TrainerCallback
 
 from empathy_pipeline.ed import read_ed_csv
 from empathy_pipeline.errors import PipelineError
-from empathy_pipeline.merge import btx_merge, build_moe, load_expert
+from empathy_pipeline.merge import btx_merge, mixtral_config
+from empathy_pipeline.models import stabilise_saved_configs, torch_dtype
 from empathy_pipeline.training import train_router
 
 LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
 
-def _random_adapter(base_dir: Path, out: Path, seed: int) -> Path:
+def _random_adapter(base_dir: Path, out: Path, seed: int, **lora) -> Path:
     """A LoRA adapter with random A and B (PEFT starts B at zero, which would change nothing)."""
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
     model = get_peft_model(AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32),
-                           LoraConfig(r=4, lora_alpha=8, target_modules=LORA_TARGETS))
+                           LoraConfig(**{"r": 4, "lora_alpha": 8, "target_modules": LORA_TARGETS, **lora}))
     generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for name, param in model.named_parameters():
@@ -36,6 +41,61 @@ def _random_adapter(base_dir: Path, out: Path, seed: int) -> Path:
     model.save_pretrained(out)
     return out
 
+
+# ---- the reference: the whole-model merge btx_merge replaced -----------------------------------------
+
+def _peft_expert(base_dir: Path, adapter_dir: Path | None):
+    """The base model with its LoRA adapter merged by peft (merge_and_unload), in float32; None: the base."""
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32)
+    return model if adapter_dir is None else PeftModel.from_pretrained(model, adapter_dir).merge_and_unload()
+
+
+def _reference_moe(expert_s, expert_r, router_seed: int, dtype: torch.dtype):
+    """MixtralForCausalLM assembled in memory from two whole dense experts (Eq. 6–8), weights in `dtype`."""
+    from accelerate import init_empty_weights
+    from transformers import MixtralForCausalLM
+
+    config = mixtral_config(expert_s.config, dtype)
+    sd_s, sd_r = expert_s.state_dict(), expert_r.state_dict()
+    generator = torch.Generator().manual_seed(router_seed)
+    state = {key: ((sd_s[key] + sd_r[key]) / 2).to(dtype) for key in sd_s if ".mlp." not in key}
+    for i in range(config.num_hidden_layers):
+        ffn = f"model.layers.{i}.mlp."
+        w = [{p: sd[f"{ffn}{p}_proj.weight"] for p in ("gate", "up", "down")} for sd in (sd_s, sd_r)]
+        state[f"{ffn}experts.gate_up_proj"] = torch.stack([torch.cat([e["gate"], e["up"]]) for e in w]).to(dtype)
+        state[f"{ffn}experts.down_proj"] = torch.stack([e["down"] for e in w]).to(dtype)
+        state[f"{ffn}gate.weight"] = torch.empty(2, config.hidden_size).normal_(
+            0.0, config.initializer_range, generator=generator).to(dtype)
+    if config.tie_word_embeddings:
+        del state["lm_head.weight"]
+    with init_empty_weights():
+        moe = MixtralForCausalLM(config)
+    missing, unexpected = moe.load_state_dict(state, strict=False, assign=True)
+    assert not unexpected and set(missing) <= {"lm_head.weight"}
+    if config.tie_word_embeddings:
+        moe.tie_weights()
+    return moe.eval()
+
+
+def _reference_btx_merge(base_dir: Path, adapter_s: Path, adapter_r: Path | None, out: Path, router_seed: int,
+                         dtype: str, **save_kwargs) -> None:
+    from transformers import AutoTokenizer, GenerationConfig
+
+    moe = _reference_moe(_peft_expert(base_dir, adapter_s), _peft_expert(base_dir, adapter_r), router_seed,
+                         torch_dtype(dtype))
+    try:
+        moe.generation_config = GenerationConfig.from_pretrained(base_dir)
+    except OSError:
+        pass  # no generation_config.json: the one MixtralForCausalLM made from its config
+    moe.save_pretrained(out, **save_kwargs)
+    AutoTokenizer.from_pretrained(base_dir).save_pretrained(out)
+    stabilise_saved_configs(out)
+
+
+# ---- the streamed merge ----------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
 def adapters(base_model_dir, tmp_path_factory):
@@ -57,9 +117,45 @@ def moe_mixed(base_model_dir, adapters, tmp_path_factory):
     return out
 
 
+# The rationality expert replaced by the base model (EE Table 6 struc-(a)), in float32 and in shards:
+# the other save_pretrained layout than moe_mixed's single bf16 file.
+BASE_MERGE = {"router_seed": 3, "dtype": "float32", "max_shard_size": "200MB"}
+
+
+@pytest.fixture(scope="module")
+def moe_base(base_model_dir, adapters, tmp_path_factory):
+    out = tmp_path_factory.mktemp("moe") / "base"
+    report = btx_merge(base_model_dir, adapters[0], None, out, **BASE_MERGE)
+    assert report["rationality_expert"] == "base"
+    return out
+
+
 def _tensors(model_dir: Path) -> dict[str, torch.Tensor]:
-    with safe_open(str(model_dir / "model.safetensors"), "pt") as f:
-        return {k: f.get_tensor(k) for k in f.keys()}
+    tensors = {}
+    for shard in sorted(model_dir.glob("*.safetensors")):
+        with safe_open(str(shard), "pt") as f:
+            tensors.update({k: f.get_tensor(k) for k in f.keys()})
+    return tensors
+
+
+def _assert_same_checkpoint(streamed: Path, reference: Path) -> None:
+    """The same files; every tensor of the same name, dtype and value; every file the same bytes."""
+    files = sorted(p.name for p in reference.iterdir())
+    assert files == sorted(p.name for p in streamed.iterdir())
+    got, want = _tensors(streamed), _tensors(reference)
+    assert got.keys() == want.keys()
+    for key in want:
+        assert got[key].dtype == want[key].dtype and torch.equal(got[key], want[key]), key
+    for name in files:  # configs, index, tokenizer, and the safetensors bytes themselves
+        assert (streamed / name).read_bytes() == (reference / name).read_bytes(), name
+
+
+def _rounded_to_bf16(model):
+    """`model` with its weights rounded to bfloat16 (still float32), as a bf16 checkpoint holds them."""
+    with torch.no_grad():  # parameters only: not the RoPE buffer
+        for param in model.parameters():
+            param.copy_(param.to(torch.bfloat16))
+    return model
 
 
 IDS = torch.tensor([[1, 504, 3458, 314, 253, 1345, 30, 216, 3243, 28, 2]])
@@ -70,11 +166,7 @@ def test_identical_experts_give_the_dense_model(base_model_dir, adapters, moe_sa
     """Eq. 6 with FF_s = FF_r is FF whatever the router says; Eq. 8 averages x with x: the MoE is the dense expert."""
     from transformers import AutoModelForCausalLM
 
-    dense = load_expert(base_model_dir, adapters[0])
-    with torch.no_grad():  # the saved MoE is bf16: round the dense weights the same way (not the RoPE buffer)
-        for param in dense.parameters():
-            param.copy_(param.to(torch.bfloat16))
-    dense = dense.to(torch.float64)
+    dense = _rounded_to_bf16(_peft_expert(base_model_dir, adapters[0])).to(torch.float64)  # the saved MoE is bf16
     # float64 so the comparison measures the merge, not float32 rounding amplified over 30 layers;
     # the grouped_mm kernel has no float64, the eager expert loop computes the same sum.
     moe = AutoModelForCausalLM.from_pretrained(moe_same, dtype=torch.float64, experts_implementation="eager")
@@ -88,8 +180,8 @@ def test_identical_experts_give_the_dense_model(base_model_dir, adapters, moe_sa
 @pytest.mark.slow
 def test_merged_weights_follow_the_paper(base_model_dir, adapters, moe_mixed):
     """Experts 0/1 hold the FFNs of M_s/M_r (w1=gate, w2=down, w3=up); other weights are their average."""
-    s = load_expert(base_model_dir, adapters[0]).state_dict()
-    r = load_expert(base_model_dir, adapters[1]).state_dict()
+    s = _peft_expert(base_model_dir, adapters[0]).state_dict()
+    r = _peft_expert(base_model_dir, adapters[1]).state_dict()
     saved = _tensors(moe_mixed)
     layer = "model.layers.7"
     for e, expert in enumerate((s, r)):
@@ -104,34 +196,58 @@ def test_merged_weights_follow_the_paper(base_model_dir, adapters, moe_mixed):
 
 
 @pytest.mark.slow
-def test_base_model_in_the_rationality_experts_place(base_model_dir, adapters, tmp_path):
+def test_base_model_in_the_rationality_experts_place(base_model_dir, adapters, moe_base):
     """EE Table 6 struc-(a): expert 1 holds the base model's own FFN, the rest averages M_s and the base."""
-    out = tmp_path / "moe_base"
-    report = btx_merge(base_model_dir, adapters[0], None, out, router_seed=0)
-    assert report["rationality_expert"] == "base"
-    s = load_expert(base_model_dir, adapters[0]).state_dict()
-    base = load_expert(base_model_dir, None).state_dict()
-    saved = _tensors(out)
+    s = _peft_expert(base_model_dir, adapters[0]).state_dict()
+    base = _peft_expert(base_model_dir, None).state_dict()
+    saved = _tensors(moe_base)  # float32: the merge itself, no rounding
+    assert len(list(moe_base.glob("model-*-of-*.safetensors"))) > 1
     layer = "model.layers.3"
-    assert torch.equal(saved[f"{layer}.block_sparse_moe.experts.1.w1.weight"],
-                       base[f"{layer}.mlp.gate_proj.weight"].to(torch.bfloat16))
-    assert torch.equal(saved[f"{layer}.block_sparse_moe.experts.0.w1.weight"],
-                       s[f"{layer}.mlp.gate_proj.weight"].to(torch.bfloat16))
+    assert torch.equal(saved[f"{layer}.block_sparse_moe.experts.1.w1.weight"], base[f"{layer}.mlp.gate_proj.weight"])
+    assert torch.equal(saved[f"{layer}.block_sparse_moe.experts.0.w1.weight"], s[f"{layer}.mlp.gate_proj.weight"])
     name = f"{layer}.self_attn.q_proj.weight"
-    assert torch.equal(saved[name], ((s[name] + base[name]) / 2).to(torch.bfloat16))
+    assert torch.equal(saved[name], (s[name] + base[name]) / 2)
 
 
 @pytest.mark.slow
-def test_moe_block_is_eq6_of_two_different_experts(base_model_dir, adapters):
+@pytest.mark.parametrize("merged, adapter_r, merge", [
+    ("moe_mixed", 1, {"router_seed": 0, "dtype": "bfloat16"}),  # save_pretrained's single file
+    ("moe_base", None, BASE_MERGE),  # its shards and index
+])
+def test_streamed_merge_is_the_whole_model_merge_to_the_bit(base_model_dir, adapters, merged, adapter_r, merge,
+                                                             request, tmp_path):
+    """The streamed checkpoint is the one the in-memory merge saves: every file, every tensor, the same tokens."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    streamed, reference = request.getfixturevalue(merged), tmp_path / "reference"
+    _reference_btx_merge(base_model_dir, adapters[0], None if adapter_r is None else adapters[adapter_r],
+                         reference, **merge)
+    _assert_same_checkpoint(streamed, reference)
+
+    tokenizer = AutoTokenizer.from_pretrained(streamed)
+    ids = tokenizer.apply_chat_template([{"role": "user", "content": "I lost my job today."}],
+                                        add_generation_prompt=True, return_tensors="pt", return_dict=True)
+    tokens = []
+    for model_dir in (streamed, reference):
+        model = AutoModelForCausalLM.from_pretrained(model_dir)
+        assert type(model).__name__ == "MixtralForCausalLM"
+        tokens.append(model.generate(**ids, max_new_tokens=8, do_sample=False)[0, ids["input_ids"].shape[1]:])
+    assert torch.equal(tokens[0], tokens[1]) and len(tokens[0]) > 0
+
+
+@pytest.mark.slow
+def test_moe_block_is_eq6_of_two_different_experts(base_model_dir, adapters, moe_mixed):
     """One layer of the merged MoE computes Router·FF_s(x) + (1 − Router)·FF_r(x) (Eq. 6) for two different experts.
 
     With identical experts routing cannot matter; here FF_s and FF_r differ, so putting the experts
     in the wrong slots, or routing top-1 instead of softly over both, gives a different output.
     """
+    from transformers import AutoModelForCausalLM
     from transformers.models.mixtral.modeling_mixtral import MixtralSparseMoeBlock
 
-    expert_s, expert_r = load_expert(base_model_dir, adapters[0]), load_expert(base_model_dir, adapters[1])
-    moe = build_moe(expert_s, expert_r, router_seed=0)  # float32, in memory
+    # The saved MoE is bf16, computed here in float32: the dense experts get the same rounding.
+    expert_s, expert_r = (_rounded_to_bf16(_peft_expert(base_model_dir, adapter)) for adapter in adapters)
+    moe = AutoModelForCausalLM.from_pretrained(moe_mixed, dtype=torch.float32)
     layer = 7
     block = moe.model.layers[layer].mlp
     assert isinstance(block, MixtralSparseMoeBlock)
@@ -149,8 +265,8 @@ def test_moe_block_is_eq6_of_two_different_experts(base_model_dir, adapters):
         top1.load_state_dict(block.state_dict())
         out_top1 = top1(x)
 
-    # Float32 rounding, relative to the output's scale. Measured: block vs hand 3.3e-7; experts
-    # swapped 3.3e-2, top-1 4.1e-2; FF_s − FF_r 9.4e-2; Router(x) spans 0.36–0.81.
+    # Float32 rounding, relative to the output's scale. Measured: block vs hand 2.5e-7; experts
+    # swapped 3.2e-2, top-1 4.1e-2; FF_s − FF_r 9.4e-2; Router(x) spans 0.36–0.81.
     tol = 1e-5 * by_hand.abs().max().item()
     assert (ff_s - ff_r).abs().max() > 1000 * tol  # the experts really differ at this layer
     assert (p[..., 0] - 0.5).abs().max() > 0.1  # and the router does not sit at 1/2 everywhere
@@ -334,9 +450,21 @@ def test_killed_router_training_resumes_with_its_routers(moe_mixed, router_sampl
 def _tiny_dense(model_type: str, **fields):
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    config = AutoConfig.for_model(model_type, vocab_size=64, hidden_size=16, intermediate_size=32,
-                                  num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=1, **fields)
-    return AutoModelForCausalLM.from_config(config)
+    shape = {"vocab_size": 64, "hidden_size": 16, "intermediate_size": 32, "num_hidden_layers": 1,
+             "num_attention_heads": 2, "num_key_value_heads": 1}
+    return AutoModelForCausalLM.from_config(AutoConfig.for_model(model_type, **{**shape, **fields}))
+
+
+@pytest.fixture
+def tiny_llama(base_model_dir, tmp_path) -> Path:
+    """A one-layer Llama with untied lm_head (as Llama-3-8B), a tokenizer and no generation_config.json."""
+    from transformers import AutoTokenizer
+
+    out = tmp_path / "tiny"
+    _tiny_dense("llama", hidden_act="gelu").save_pretrained(out)
+    (out / "generation_config.json").unlink()  # Mixtral's generation defaults then apply
+    AutoTokenizer.from_pretrained(base_model_dir).save_pretrained(out)  # any tokenizer: the merge copies it
+    return out
 
 
 @pytest.mark.parametrize("model_type, fields, named", [
@@ -344,16 +472,88 @@ def _tiny_dense(model_type: str, **fields):
     ("llama", {"mlp_bias": True}, "mlp_bias"),
     ("qwen2", {}, "model_type 'qwen2'"),  # q/k/v biases: no place in Mixtral
 ])
-def test_inexpressible_architecture_is_a_clear_error(model_type, fields, named):
-    model = _tiny_dense(model_type, **fields)
+def test_inexpressible_architecture_is_a_clear_error(model_type, fields, named, tmp_path):
+    _tiny_dense(model_type, **fields).save_pretrained(tmp_path / "base")
     with pytest.raises(PipelineError, match=named):
-        build_moe(model, model, router_seed=0)
+        btx_merge(tmp_path / "base", None, None, tmp_path / "moe", router_seed=0)
+    assert not (tmp_path / "moe").exists()
 
 
-def test_tiny_llama_merges_with_its_activation():
-    model = _tiny_dense("llama", hidden_act="gelu")
-    moe = build_moe(model, model, router_seed=0)
-    assert moe.config.hidden_act == "gelu" and not any(p.is_meta for p in moe.parameters())
+def test_tiny_llama_merges_with_its_activation(tiny_llama, tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    btx_merge(tiny_llama, None, None, tmp_path / "moe", router_seed=0, dtype="float32")
+    moe, dense = (AutoModelForCausalLM.from_pretrained(d) for d in (tmp_path / "moe", tiny_llama))
+    assert moe.config.hidden_act == "gelu"
     with torch.no_grad():
         ids = torch.tensor([[1, 5, 9, 3]])
-        assert (moe(ids).logits - model(ids).logits).abs().max().item() <= 1e-5
+        assert (moe(ids).logits - dense(ids).logits).abs().max().item() <= 1e-5
+
+
+def _to_bf16_adapter(adapter_dir: Path) -> Path:
+    """The adapter with its weights stored in bfloat16 (peft loads them into float32 LoRA layers)."""
+    from safetensors.torch import load_file, save_file
+
+    path = adapter_dir / "adapter_model.safetensors"
+    save_file({k: v.to(torch.bfloat16) for k, v in load_file(path).items()}, path, metadata={"format": "pt"})
+    return adapter_dir
+
+
+def test_untied_llama_with_other_lora_settings_streams_to_the_whole_model_merge(tiny_llama, tmp_path):
+    """lm_head averaged and saved; rsLoRA scaling, a subset of projections, bf16 adapter weights; shards in and out."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    a0 = _random_adapter(tiny_llama, tmp_path / "a0", 0)
+    a1 = _to_bf16_adapter(_random_adapter(tiny_llama, tmp_path / "a1", 1, r=2, lora_alpha=16, use_rslora=True,
+                                          target_modules=["q_proj", "down_proj"]))
+    sharded = tmp_path / "tiny-sharded"  # the same model as shards with an index
+    AutoModelForCausalLM.from_pretrained(tiny_llama).save_pretrained(sharded, max_shard_size="4KB")
+    AutoTokenizer.from_pretrained(tiny_llama).save_pretrained(sharded)
+    (sharded / "generation_config.json").unlink()
+    assert (sharded / "model.safetensors.index.json").exists()
+    for base, shards in ((tiny_llama, "1GB"), (sharded, "4KB")):
+        merge = {"router_seed": 5, "dtype": "bfloat16", "max_shard_size": shards}
+        btx_merge(base, a0, a1, tmp_path / shards / "moe", **merge)
+        _reference_btx_merge(base, a0, a1, tmp_path / shards / "reference", **merge)
+        _assert_same_checkpoint(tmp_path / shards / "moe", tmp_path / shards / "reference")
+    assert "lm_head.weight" in _tensors(tmp_path / "1GB" / "moe")
+    assert (tmp_path / "4KB" / "moe" / "model.safetensors.index.json").exists()
+
+
+def _empty_dir(tiny: Path, tmp: Path) -> Path:
+    (tmp / "empty").mkdir()
+    return tmp / "empty"
+
+
+def _other_base_adapter(tiny: Path, tmp: Path) -> Path:
+    _tiny_dense("llama", intermediate_size=48).save_pretrained(tmp / "other")
+    return _random_adapter(tmp / "other", tmp / "other-adapter", 0)
+
+
+def _dora_adapter(tiny: Path, tmp: Path) -> Path:
+    return _random_adapter(tiny, tmp / "dora", 0, use_dora=True)
+
+
+def _no_weights(tiny: Path, tmp: Path) -> None:
+    (tiny / "model.safetensors").unlink()
+
+
+def _extra_bias(tiny: Path, tmp: Path) -> None:
+    from safetensors.torch import load_file, save_file
+
+    weights = load_file(tiny / "model.safetensors")
+    save_file({**weights, "model.layers.0.self_attn.q_proj.bias": torch.zeros(16)}, tiny / "model.safetensors")
+
+
+@pytest.mark.parametrize("breakage, named", [
+    (_empty_dir, "not a PEFT adapter directory"),
+    (_other_base_adapter, r"mlp\.down_proj: LoRA r=4 update .* \(not an adapter of this base model\)"),
+    (_dora_adapter, "cannot apply adapter to .*: use_dora=True is not supported"),
+    (_no_weights, "cannot load model from .*: no model.safetensors"),
+    (_extra_bias, "weights without a Mixtral place: model.layers.0.self_attn.q_proj.bias"),
+])
+def test_unmergeable_inputs_are_one_line_errors(tiny_llama, tmp_path, breakage, named):
+    adapter = breakage(tiny_llama, tmp_path)
+    with pytest.raises(PipelineError, match=named) as raised:
+        btx_merge(tiny_llama, adapter, None, tmp_path / "moe", router_seed=0)
+    assert "\n" not in str(raised.value) and not (tmp_path / "moe").exists()
