@@ -108,18 +108,21 @@ def both(args: argparse.Namespace) -> None:
                 argv += [flag, str(value)]
         load = os.getloadavg()[0]
         subprocess.run(argv, check=True)
-        results[case] = {**json.loads(out.read_text()), "load_average_at_start": round(load, 2)}
-    result = {"cpus": os.cpu_count(), "goal_minutes": GOAL_MINUTES, "goal_rss_gb": GOAL_RSS_GB,
-              "cases": results, "note": NOTE}
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(result, indent=2))
+        results[case] = {**json.loads(out.read_text()), "load_average_at_start": round(load, 2),
+                         "load_average_15min_at_end": round(os.getloadavg()[2], 2)}
+        # After each case, so a long second case that is stopped leaves the first one's figures.
+        result = {"cpus": os.cpu_count(), "goal_minutes": GOAL_MINUTES, "goal_rss_gb": GOAL_RSS_GB,
+                  "cases": results, "note": NOTE}
+        RESULTS.parent.mkdir(parents=True, exist_ok=True)
+        RESULTS.write_text(json.dumps(result, indent=2) + "\n")
+    print(RESULTS.read_text())
 
 
 NOTE = ("Fresh clone of the commit named per case, no DVC cache shared (every stage ran). with_shared: "
         "../shared beside the clone; without_shared: nothing beside it (the demo reads only the repository). "
-        "load_average_at_start is the 1-minute load when the case began: above ~0.5 the machine was not idle, "
-        "and the wall times are longer than on an idle one. setup used pip's warm download cache.")
+        "load_average_at_start (1-minute) and load_average_15min_at_end tell how busy the machine was: above ~0.5 "
+        "it was not idle, and the wall times are longer than on an idle one (2 torch threads on 2 shared cores "
+        "slow down far more than the load suggests). setup used pip's warm download cache.")
 
 
 def one_case(args: argparse.Namespace, case: str) -> None:
