@@ -139,6 +139,19 @@ def test_arm_keys_follow_params_and_seed():
     assert claims_lib.arm_key(params, sens) != claims_lib.arm_key(params, claims_lib.Arm("ee-full", "moe"))
 
 
+def test_a_param_added_at_its_neutral_value_keeps_finished_arms_valid():
+    sens = claims_lib.Arm("ee-sens-t5", "expert_sensibility", {"split.threshold": 5})
+    before = {"split": {"threshold": 5}, "train": {"seed": 0}}
+    neutral = {"split": {"threshold": 5}, "train": {"seed": 0, "gradient_checkpointing": False}}
+    on = {"split": {"threshold": 5}, "train": {"seed": 0, "gradient_checkpointing": True}}
+    assert claims_lib.arm_key(neutral, sens) == claims_lib.arm_key(before, sens)
+    assert claims_lib.arm_key(on, sens) != claims_lib.arm_key(before, sens)
+    assert neutral["train"]["gradient_checkpointing"] is False      # the caller's dict is left alone
+    # the committed arms were run before train.gradient_checkpointing existed: still found
+    runner = claims_lib.Runner(ROOT, "real-mini", ROOT / "benchmarks/results/claims")
+    assert runner.done(claims_lib.Arm("ee-sens-t5", "expert_sensibility", {"split.threshold": 5}, 0)) is not None
+
+
 def test_every_arm_gets_every_seed_seed_by_seed_and_waits_for_its_seeds_subset_size():
     plan = {"thresholds": [10.0, 20.0, 30.0, 40.0, 50.0]}
     without_k = claims_lib.arms(plan, [0, 1, 2], k_main={})

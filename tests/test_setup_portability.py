@@ -16,6 +16,7 @@ import venv
 from pathlib import Path
 
 import pytest
+from make_plan import make_plan
 
 ROOT = Path(__file__).resolve().parents[1]
 CHECK = ROOT / "requirements" / "platform_check.py"
@@ -23,9 +24,8 @@ CHECK = ROOT / "requirements" / "platform_check.py"
 
 def torch_line(venv_dir: Path, index: str) -> str:
     """The recipe line `make setup` runs to install torch, as make expands it."""
-    out = subprocess.run(["make", "-n", "-B", "setup", f"VENV={venv_dir}", f"TORCH_INDEX={index}"], cwd=ROOT,
-                         capture_output=True, text=True, check=True).stdout
-    return next(line for line in out.splitlines() if "--no-deps \"torch==" in line)
+    return next(line for line in make_plan("setup", f"VENV={venv_dir}", f"TORCH_INDEX={index}")
+                if "--no-deps \"torch==" in line)
 
 
 @pytest.mark.slow
@@ -72,6 +72,5 @@ def test_the_locks_own_platform_passes_and_setup_checks_it_first():
     done = subprocess.run([sys.executable, str(CHECK), "requirements/cpu.lock", "--system", "Linux",
                            "--machine", header[2], "--python", header[1]], cwd=ROOT, capture_output=True, text=True)
     assert done.returncode == 0 and done.stderr == ""
-    out = subprocess.run(["make", "-n", "-B", "setup", "VENV=/nonexistent/venv"], cwd=ROOT, capture_output=True,
-                         text=True, check=True).stdout.splitlines()
+    out = make_plan("setup", "VENV=/nonexistent/venv")
     assert "platform_check.py requirements/cpu.lock" in out[0]  # before the venv is made

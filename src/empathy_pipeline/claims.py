@@ -9,7 +9,8 @@ that model's evaluation needs, reusing every stage an earlier arm already ran wi
 
 Resumable across sessions and machines: a finished arm's per-item predictions and metrics are written
 to `benchmarks/results/claims/<arm>/` (committed), keyed by a hash of the arm's whole params.yaml
-(so a changed default the profile does not set redoes the arm); a rerun skips every arm whose key
+(so a changed default the profile does not set redoes the arm; a param added later, at the value that
+reproduces the earlier code, does not: NEUTRAL_ADDITIONS); a rerun skips every arm whose key
 is there, whatever happened to DVC's cache. The claims
 table is recomputed from those files alone (`--table-only`): per pair a two-level paired bootstrap
 (bootstrap.py: training seeds, then test items), one Holm family for the whole table, no verdict
@@ -141,8 +142,21 @@ def arms(plan: dict | None, seeds: Sequence[int], k_main: dict[int, int]) -> lis
     return out
 
 
+# Params added to params.yaml after arms were run, each with the value that reproduces the code from
+# before it existed. At that value it is left out of the key, so arms finished before the addition stay
+# valid (a rerun would compute the same thing); any other value is in the key and redoes the arm.
+NEUTRAL_ADDITIONS = {
+    ("train", "gradient_checkpointing"): False,   # recomputing activations changes memory, not results
+}
+
+
 def arm_key(params: dict, arm: Arm) -> str:
-    """What an arm's result depends on: every value of its params.yaml, its model and its target."""
+    """What an arm's result depends on: every value of its params.yaml (NEUTRAL_ADDITIONS at their
+    neutral value aside), its model and its target."""
+    params = json.loads(json.dumps(params, default=str))   # a copy to prune
+    for (section, name), neutral in NEUTRAL_ADDITIONS.items():
+        if name in params.get(section, {}) and params[section][name] == neutral:
+            del params[section][name]
     payload = json.dumps({"params": params, "model": arm.model, "stage": arm.stage}, sort_keys=True, default=str)
     return hashlib.sha256(payload.encode()).hexdigest()[:12]
 
