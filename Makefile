@@ -99,7 +99,7 @@ demo: setup
 test: setup browser vllm-setup
 	pytest -q
 
-# Debian's chromium, for the A/B sheet's browser test (tests/test_ab.py drives it headless).
+# Debian's chromium, for the A/B sheet's browser test (tests/analysis/test_ab.py drives it headless).
 # Installing needs root; otherwise say what to run instead of failing half-way in apt.
 .PHONY: browser
 browser:
@@ -121,7 +121,7 @@ bench: setup
 # The papers' nine claims on real ED at CPU scale (profiles/real-mini.yaml; 3 training seeds per arm,
 # ~7 min an arm on 2 cores): each arm a DVC experiment of this workspace, finished arms kept in
 # benchmarks/results/claims/ (commit them; a rerun runs only the missing arms, then redoes the table).
-# Not part of `make test`; tests/test_claims.py runs a smoke version.
+# Not part of `make test`; tests/analysis/test_claims.py runs a smoke version.
 claims: setup
 	empathy claims --profile real-mini
 
@@ -286,6 +286,6 @@ check-gpu: $(GPU_LOCK_VENV)/.uv $(GPUCHECK_DIST)/.downloaded $(GPUCHECK_VENV)/.i
 	    --dist-dir $(GPUCHECK_DIST) --deepspeed-python $(GPUCHECK_BIN)/python
 
 # Everything check-gpu downloads, and one resolve to fill uv's cache: after this the check (and
-# tests/test_gpu_check.py) runs with no network, `make check-gpu GPU_UV_FLAGS=--offline`.
+# tests/setup/test_gpu_check.py) runs with no network, `make check-gpu GPU_UV_FLAGS=--offline`.
 check-gpu-cache: $(GPU_LOCK_VENV)/.uv $(GPUCHECK_DIST)/.downloaded $(GPUCHECK_VENV)/.installed
 	$(GPU_RESOLVE)

@@ -85,7 +85,7 @@ def child(base: str, adapter_s: str, adapter_r: str, out: str, max_shard_size: s
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, MixtralForCausalLM  # noqa: F401
 
-    from empathy_pipeline.merge import btx_merge
+    from empathy_pipeline.efficient_empathy.merge import btx_merge
 
     torch.set_num_threads(2)
     with torch.device("meta"):
@@ -115,7 +115,7 @@ def fit(points: list[tuple[float, float]]) -> tuple[float, float]:
 def main() -> None:
     from huggingface_hub.serialization._base import parse_size_to_int
 
-    from empathy_pipeline.merge import MAX_SHARD_SIZE
+    from empathy_pipeline.efficient_empathy.merge import MAX_SHARD_SIZE
 
     if not (EMBEDDED / "config.json").is_file():
         sys.exit(f"{EMBEDDED}: missing; run the test suite's merge tests once (tests/conftest.py makes it)")

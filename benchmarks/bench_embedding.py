@@ -1,6 +1,6 @@
 """Embedding throughput of the `embed` stage's own calls, on real ED samples, 2 CPU threads.
 
-Times `embeddings.similarity_scores` (two replies per sample) and `embeddings.embed_to_npy`
+Times `similarity.similarity_scores` (two replies per sample) and `encoders.embed_to_npy`
 (context + response per sample) with the embedded all-MiniLM-L6-v2 at `embed.batch_size` 64, as
 the stage runs them, on --n ED train samples (real text, so the length mix is ED's).
 
@@ -19,8 +19,9 @@ from pathlib import Path
 
 import torch
 
-from empathy_pipeline import embeddings
-from empathy_pipeline.ed import read_ed_csv
+from empathy_pipeline.data.ed import read_ed_csv
+from empathy_pipeline.modeling import encoders as embeddings
+from empathy_pipeline.synth_empathy import similarity
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "embedding.json"
@@ -39,15 +40,15 @@ def main() -> None:
     samples = samples.head(args.n)
     contexts, responses = samples["context"].to_list(), samples["response"].to_list()
     model = embeddings.load_embedder(embeddings.EMBEDDED_EMBEDDING_MODEL)
-    embeddings.similarity_scores(model, responses[:64], responses[:64], show_progress=False)  # warm-up
+    similarity.similarity_scores(model, responses[:64], responses[:64], show_progress=False)  # warm-up
 
     started = time.perf_counter()
     # The stage compares the discriminator's reply with the generated one; here the reply with
     # the last context turn stands in for the pair (same lengths, same model work).
-    embeddings.similarity_scores(model, [c[-1] for c in contexts], responses, batch_size=args.batch_size,
+    similarity.similarity_scores(model, [c[-1] for c in contexts], responses, batch_size=args.batch_size,
                                  show_progress=False)
     similarity_s = time.perf_counter() - started
-    texts = [embeddings.sample_text(c, r) for c, r in zip(contexts, responses, strict=True)]
+    texts = [similarity.sample_text(c, r) for c, r in zip(contexts, responses, strict=True)]
     with tempfile.TemporaryDirectory() as tmp:
         started = time.perf_counter()
         embeddings.embed_to_npy(model, texts, Path(tmp) / "e.npy", batch_size=args.batch_size, show_progress=False)

@@ -15,9 +15,10 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
-from empathy_pipeline.llm import Sampling, load_backend  # noqa: E402
-from empathy_pipeline.models import EMBEDDED_CHAT_MODEL, materialize_chat_model  # noqa: E402
-from empathy_pipeline.prompts import dialogue_chat  # noqa: E402
+from empathy_pipeline.data.chat import dialogue_chat  # noqa: E402
+from empathy_pipeline.llm.backends import load_backend  # noqa: E402
+from empathy_pipeline.llm.base import Sampling  # noqa: E402
+from empathy_pipeline.modeling.models import EMBEDDED_CHAT_MODEL, materialize_chat_model  # noqa: E402
 
 PROMPTS = [
     "I lost my dog today.", "My sister got married!", "I failed my driving test again.",

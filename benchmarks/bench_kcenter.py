@@ -1,4 +1,4 @@
-"""K-Center-Greedy: empathy_pipeline.kcenter.k_center_greedy vs the papers' code style.
+"""K-Center-Greedy: empathy_pipeline.synth_empathy.kcenter.k_center_greedy vs the papers' code style.
 
 The baseline is what the authors' kcentergreedy.py does: per pick, one
 torch.nn.functional.pairwise_distance pass over every point, keeping the running minimum.
@@ -69,7 +69,7 @@ def child(method: str, n: int, k: int, picks: int) -> dict:
     import torch
 
     torch.set_num_threads(THREADS)
-    from empathy_pipeline.kcenter import k_center_greedy
+    from empathy_pipeline.synth_empathy.kcenter import k_center_greedy
 
     x = embeddings(n)
     k_center_greedy(x[:300], 10, 0)  # warm-up: imports and first-call costs out of the timing
@@ -107,7 +107,7 @@ def exactness(n: int = 4000) -> dict:
     import torch
 
     torch.set_num_threads(THREADS)
-    from empathy_pipeline.kcenter import k_center_greedy
+    from empathy_pipeline.synth_empathy.kcenter import k_center_greedy
 
     x = embeddings(n, seed=1)
     k = round(RATIO * n)

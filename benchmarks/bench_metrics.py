@@ -17,8 +17,8 @@ import os
 import time
 from pathlib import Path
 
-from empathy_pipeline import metrics
-from empathy_pipeline.metrics import score_predictions
+from empathy_pipeline.evaluation import metrics
+from empathy_pipeline.evaluation.metrics import score_predictions
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "metrics.json"

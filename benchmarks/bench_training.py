@@ -22,7 +22,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from bench_generation import model_dir  # noqa: E402
 
-from empathy_pipeline.training import run_trainer, sft_examples  # noqa: E402
+from empathy_pipeline.modeling.training import run_trainer, sft_examples  # noqa: E402
 
 BATCH, LENGTH, STEPS = 8, 128, 4
 TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]

@@ -30,13 +30,13 @@ BATCH = 16  # the transformers backend's default llm.batch_size
 
 
 def chats() -> list[list[dict[str, str]]]:
-    from empathy_pipeline.prompts import dialogue_chat
+    from empathy_pipeline.data.chat import dialogue_chat
 
     return [dialogue_chat([PROMPTS[i % len(PROMPTS)]]) for i in range(N_CHATS)]
 
 
 def model_dir() -> Path:
-    from empathy_pipeline.models import EMBEDDED_CHAT_MODEL, materialize_chat_model
+    from empathy_pipeline.modeling.models import EMBEDDED_CHAT_MODEL, materialize_chat_model
 
     out = ROOT / ".cache" / "test-models" / EMBEDDED_CHAT_MODEL
     if not (out / "config.json").exists():
@@ -46,7 +46,7 @@ def model_dir() -> Path:
 
 def measure(make_backend) -> dict:
     """Load, warm up on 2 chats, then time one generate call over all chats."""
-    from empathy_pipeline.llm import Sampling
+    from empathy_pipeline.llm.base import Sampling
 
     started = time.perf_counter()
     backend = make_backend()
@@ -62,7 +62,7 @@ def vllm_part(out: Path) -> None:
     """Runs in the vLLM environment: the project's vllm backend, eager, bf16 (the checkpoint's dtype)."""
     import torch
 
-    from empathy_pipeline.llm import load_backend
+    from empathy_pipeline.llm.backends import load_backend
 
     cfg = {"backend": "vllm", "dtype": "auto", "enforce_eager": not torch.cuda.is_available(), "max_model_len": 1024}
     result = measure(lambda: load_backend(cfg, model=str(model_dir())))
@@ -85,7 +85,7 @@ def main() -> None:
     import torch
     from transformers import AutoTokenizer
 
-    from empathy_pipeline.llm import load_backend
+    from empathy_pipeline.llm.backends import load_backend
 
     if not Path(args.vllm_python).exists():
         sys.exit(f"bench_vllm: no {args.vllm_python}; run `make vllm-setup` first")

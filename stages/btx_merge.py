@@ -5,13 +5,15 @@ struc-(a)); the trained expert stays a dependency, so switching back needs no re
 
 import json
 
-from empathy_pipeline import params, stage
-from empathy_pipeline.stage import In, Out
+from empathy_pipeline.core import params, stage
+from empathy_pipeline.core.stage import In, Out
 
 
 def main(base: In, expert_sensibility: In, expert_rationality: In, out: Out) -> None:
     p = params.load("btx_merge")
-    from empathy_pipeline.merge import btx_merge  # heavy (torch, transformers): after reading params
+    from empathy_pipeline.efficient_empathy.merge import (
+        btx_merge,  # heavy (torch, transformers): after reading params
+    )
 
     second = None if p.rationality_expert == "base" else expert_rationality
     report = btx_merge(base, expert_sensibility, second, out, router_seed=p.router_seed)

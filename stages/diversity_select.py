@@ -4,10 +4,10 @@ possible (max over points of the distance to the nearest pick is minimised greed
 
 import numpy as np
 
-from empathy_pipeline import params, stage
-from empathy_pipeline.io import read_parquet, write_json, write_parquet
-from empathy_pipeline.kcenter import diverse_subset
-from empathy_pipeline.stage import In, Out
+from empathy_pipeline.core import params, stage
+from empathy_pipeline.core.io import read_parquet, write_json, write_parquet
+from empathy_pipeline.core.stage import In, Out
+from empathy_pipeline.synth_empathy.kcenter import diverse_subset
 
 
 def main(quality: In, scores: In, sample_embeddings: In, out: Out, metrics: Out) -> None:

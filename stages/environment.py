@@ -1,9 +1,9 @@
 """Record the params profile and the package versions that produce the numbers (runs on every repro)."""
 
-from empathy_pipeline import params, stage
-from empathy_pipeline.io import write_json
-from empathy_pipeline.provenance import environment
-from empathy_pipeline.stage import Out
+from empathy_pipeline.core import params, stage
+from empathy_pipeline.core.io import write_json
+from empathy_pipeline.core.provenance import environment
+from empathy_pipeline.core.stage import Out
 
 
 def main(out: Out) -> None:

@@ -4,12 +4,11 @@ and the EPITOME ER/IP/EX levels of `--epitome`'s classifiers).
 `--weights` is the base model, a PEFT adapter directory (applied to `--base`), or a full model (the MoE).
 """
 
-from empathy_pipeline import evaluation, params, stage
-from empathy_pipeline.io import read_parquet, write_json, write_parquet
-from empathy_pipeline.llm import load_backend
-from empathy_pipeline.llm_table import LazyBackend
-from empathy_pipeline.models import model_fingerprint
-from empathy_pipeline.stage import In, Out, Text
+from empathy_pipeline.core import params, stage
+from empathy_pipeline.core.io import read_parquet, write_json, write_parquet
+from empathy_pipeline.core.stage import In, Out, Text
+from empathy_pipeline.evaluation import evaluate as evaluation
+from empathy_pipeline.llm.backends import model_backend
 
 
 def main(name: Text, weights: In, base: In, test: In, predictions: Out, shards: Out, metrics: Out,
@@ -21,9 +20,8 @@ def main(name: Text, weights: In, base: In, test: In, predictions: Out, shards: 
         print(f"evaluate {name}: {test} has {samples.height} samples, fewer than evaluate.max_samples "
               f"({p.max_samples}); scoring all {samples.height}")
     samples = samples.head(p.max_samples) if p.max_samples else samples
-    backend = LazyBackend(lambda: load_backend(llm, model=model, adapter=adapter))
-    table, _ = evaluation.predict(name, samples, backend, p, shard_dir=shards, settings={
-        "llm": llm.model_dump(), "model": model_fingerprint(model), "adapter": adapter and model_fingerprint(adapter)})
+    backend = model_backend(llm, model, adapter)
+    table, _ = evaluation.predict(name, samples, backend, p, shard_dir=shards, settings=backend.settings)
     write_parquet(table, predictions)
     scores = evaluation.score(table, p) | evaluation.epitome_summary(table, epitome)  # EPITOME: Reddit-trained
     write_json(metrics, scores)

@@ -1,19 +1,20 @@
 """Generate the synthetic dataset: Synthetic Dataset = LLM(Prompt(ED Data)), by generate.recipe:
 Synth-Empathy's multi-round prompts (§3.1) or the SYNTHEMPATHY corpus recipe."""
 
-from empathy_pipeline import generation, params, stage, synthempathy
-from empathy_pipeline.io import read_parquet, write_json, write_parquet
-from empathy_pipeline.llm import Sampling, load_backend
-from empathy_pipeline.llm_table import LazyBackend
-from empathy_pipeline.models import model_fingerprint, resolve_chat_model
-from empathy_pipeline.stage import In, Out
+from empathy_pipeline.core import params, stage
+from empathy_pipeline.core.io import read_parquet, write_json, write_parquet
+from empathy_pipeline.core.stage import In, Out
+from empathy_pipeline.llm.backends import model_backend
+from empathy_pipeline.llm.base import Sampling
+from empathy_pipeline.modeling.models import resolve_chat_model
+from empathy_pipeline.synth_empathy import generation, synthempathy
 
 
 def main(train: In, base: In, epitome: In, out: Out, rejects: Out, shards: Out, metrics: Out) -> None:
     p, llm = params.load("generate"), params.load("llm")
     model = resolve_chat_model(p.model, base)
-    backend = LazyBackend(lambda: load_backend(llm, model=model))
-    settings = {"llm": llm.model_dump(), "model": model_fingerprint(model)}
+    backend = model_backend(llm, model)
+    settings = backend.settings
     if p.recipe == "synthempathy":  # epitome is read only when generate.synthempathy.epitome_floor is set
         samples, rejected, counts, shard_counts = synthempathy.generate(
             read_parquet(train), backend, p, shard_dir=shards, settings=settings, generator=model, epitome_dir=epitome)

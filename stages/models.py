@@ -1,9 +1,9 @@
 """Materialise a branch's base model as a Hugging Face directory (`--name synth_base` or `efficient_base`)."""
 
-from empathy_pipeline import params, stage
-from empathy_pipeline.errors import PipelineError
-from empathy_pipeline.models import materialize_chat_model
-from empathy_pipeline.stage import Out, Text
+from empathy_pipeline.core import params, stage
+from empathy_pipeline.core.errors import PipelineError
+from empathy_pipeline.core.stage import Out, Text
+from empathy_pipeline.modeling.models import materialize_chat_model
 
 BRANCH_BASES = ("synth_base", "efficient_base")
 

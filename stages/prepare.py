@@ -1,8 +1,9 @@
 """Read EmpatheticDialogues (official CSVs or the papers' JSON) into one samples table per split."""
 
-from empathy_pipeline import ed, params, stage
-from empathy_pipeline.io import write_json, write_parquet
-from empathy_pipeline.stage import In, Out
+from empathy_pipeline.core import params, stage
+from empathy_pipeline.core.io import write_json, write_parquet
+from empathy_pipeline.core.stage import In, Out
+from empathy_pipeline.data import ed
 
 MAX_PRINTED_PROBLEMS = 20
 

@@ -1,10 +1,10 @@
 """Similarity-based quality selection: keep a generated response r_G if S > T (Synth-Empathy §3.2)."""
 
-from empathy_pipeline import params, stage
-from empathy_pipeline.io import read_parquet, write_json, write_parquet
-from empathy_pipeline.plots import plot_similarity_histogram
-from empathy_pipeline.selection import quality_table, selection_metrics
-from empathy_pipeline.stage import In, Out
+from empathy_pipeline.analysis.plots import plot_similarity_histogram
+from empathy_pipeline.core import params, stage
+from empathy_pipeline.core.io import read_parquet, write_json, write_parquet
+from empathy_pipeline.core.stage import In, Out
+from empathy_pipeline.synth_empathy.selection import quality_table, selection_metrics
 
 
 def main(generated: In, scores: In, out: Out, metrics: Out, histogram: Out) -> None:

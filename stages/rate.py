@@ -1,12 +1,12 @@
 """Rate every sample of the pool (ED train, or valid: `rate.pool`) for sensibility and rationality with an LLM judge (Efficient-Empathy §3.2)."""
 
-from empathy_pipeline import params, rating, stage
-from empathy_pipeline.io import read_parquet, sample_rows, write_json, write_parquet
-from empathy_pipeline.llm import Sampling, load_backend
-from empathy_pipeline.llm_table import LazyBackend
-from empathy_pipeline.models import model_fingerprint, resolve_chat_model
-from empathy_pipeline.prompts import RATING_FORM_PREFIX
-from empathy_pipeline.stage import In, Out
+from empathy_pipeline.core import params, stage
+from empathy_pipeline.core.io import read_parquet, sample_rows, write_json, write_parquet
+from empathy_pipeline.core.stage import In, Out
+from empathy_pipeline.efficient_empathy import rating
+from empathy_pipeline.llm.backends import model_backend
+from empathy_pipeline.llm.base import Sampling
+from empathy_pipeline.modeling.models import resolve_chat_model
 
 
 def main(pool: In, base: In, out: Out, shards: Out, metrics: Out) -> None:
@@ -18,11 +18,12 @@ def main(pool: In, base: In, out: Out, shards: Out, metrics: Out) -> None:
         shards.mkdir(parents=True, exist_ok=True)  # a declared DVC output, empty when importing
     else:
         model = resolve_chat_model(p.model, base)
+        backend = model_backend(llm, model)
         ratings, counts = rating.rate_samples(
-            LazyBackend(lambda: load_backend(llm, model=model)), samples, retries=p.retries, shard_dir=shards,
+            backend, samples, retries=p.retries, shard_dir=shards,
             shard_size=p.shard_size, sampling=Sampling(max_new_tokens=p.max_new_tokens, seed=p.seed),
-            retry_temperature=p.retry_temperature, prefill=RATING_FORM_PREFIX if p.prefill else None,
-            settings={"model": model_fingerprint(model), "llm": llm.model_dump()})
+            retry_temperature=p.retry_temperature, prefill=rating.RATING_FORM_PREFIX if p.prefill else None,
+            settings=backend.settings)
         source = f"judged by {model}"
     write_parquet(ratings, out)
     write_json(metrics, counts)

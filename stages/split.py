@@ -1,10 +1,10 @@
 """Split the rated pool at threshold T into sensibility, rationality and discard sets, plus `all` (every rated sample) (Efficient-Empathy Eq. 1–3)."""
 
-from empathy_pipeline import params, stage
-from empathy_pipeline.io import atomic_path, read_parquet, write_json
-from empathy_pipeline.plots import plot_split_histogram
-from empathy_pipeline.split import split_samples
-from empathy_pipeline.stage import In, Out
+from empathy_pipeline.analysis.plots import plot_split_histogram
+from empathy_pipeline.core import params, stage
+from empathy_pipeline.core.io import atomic_path, read_parquet, write_json
+from empathy_pipeline.core.stage import In, Out
+from empathy_pipeline.efficient_empathy.split import split_samples
 
 
 def main(pool: In, ratings: In, out_dir: Out, metrics: Out, histogram: Out) -> None:

@@ -8,14 +8,14 @@ Synth-Empathy model (ED train + selected synthetic data) and the two Efficient-E
 
 import json
 
-from empathy_pipeline import params, stage
-from empathy_pipeline.stage import In, Ins, Out, Text
+from empathy_pipeline.core import params, stage
+from empathy_pipeline.core.stage import In, Ins, Out, Text
 
 
 def main(section: Text, data: Ins, base: In, out: Out, loss_csv: Out) -> None:
     run, lora = params.load(section), params.load("lora")
     config = run.config(params.load("train"))
-    from empathy_pipeline.training import load_samples, train_lora  # heavy (torch): after the checks
+    from empathy_pipeline.modeling.training import load_samples, train_lora  # heavy (torch): after the checks
 
     samples = load_samples(data, run.max_samples, config["seed"])
     print(f"{out}: {samples.height} samples from {', '.join(map(str, data))}")

@@ -2,9 +2,11 @@
 the embedded encoder, and report held-out accuracy and macro-F1 per mechanism. Reddit peer support
 is not ED dialogue: the levels these give ED replies are indicative, not calibrated."""
 
-from empathy_pipeline import epitome, params, stage
-from empathy_pipeline.io import write_json
-from empathy_pipeline.stage import In, Out
+from empathy_pipeline.core import params, stage
+from empathy_pipeline.core.io import write_json
+from empathy_pipeline.core.stage import In, Out
+from empathy_pipeline.data.epitome import MECHANISMS
+from empathy_pipeline.evaluation import epitome_levels as epitome
 
 
 def main(source: In, out: Out, metrics: Out) -> None:
@@ -15,7 +17,7 @@ def main(source: In, out: Out, metrics: Out) -> None:
     print(f"train_epitome: {figures['n_train']} train / {figures['n_held_out']} held-out pairs "
           f"({figures['duplicates_dropped']} duplicates dropped), {p.method}; held-out "
           + ", ".join(f"{m} acc {figures[m.lower() + '_accuracy']} macro-F1 {figures[m.lower() + '_macro_f1']} "
-                      f"(majority {figures[m.lower() + '_majority_macro_f1']})" for m in epitome.MECHANISMS)
+                      f"(majority {figures[m.lower() + '_majority_macro_f1']})" for m in MECHANISMS)
           + f" -> {out}/")
 
 

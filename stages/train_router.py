@@ -5,14 +5,15 @@
 
 import json
 
-from empathy_pipeline import params, stage
-from empathy_pipeline.stage import In, Ins, Out
+from empathy_pipeline.core import params, stage
+from empathy_pipeline.core.stage import In, Ins, Out
 
 
 def main(moe: In, data: Ins, out: Out, loss_csv: Out) -> None:
     run = params.load("train_router")
     config = run.config(params.load("train"))
-    from empathy_pipeline.training import load_samples, train_router  # heavy (torch): after the checks
+    from empathy_pipeline.efficient_empathy.router import train_router  # heavy (torch): after the checks
+    from empathy_pipeline.modeling.training import load_samples
 
     samples = load_samples(data, run.max_samples, config["seed"])
     print(f"train_router: {samples.height} samples from {', '.join(map(str, data))}")

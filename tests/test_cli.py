@@ -13,7 +13,7 @@ import pytest
 import yaml
 from dvc_spec import lookup
 
-from empathy_pipeline.profiles import load_profile
+from empathy_pipeline.core.profiles import load_profile
 
 ROOT = Path(__file__).resolve().parents[1]
 PAPER_PROFILES = ("synth-empathy", "efficient-empathy")

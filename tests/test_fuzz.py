@@ -10,8 +10,10 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from empathy_pipeline import ed, prompts
-from empathy_pipeline.errors import PipelineError
+from empathy_pipeline.core.errors import PipelineError
+from empathy_pipeline.data import ed
+from empathy_pipeline.efficient_empathy import rating
+from empathy_pipeline.synth_empathy import data_quality, generation
 
 FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 # Text shaped like what the parsers look for, so the search reaches their branches, not only noise.
@@ -29,7 +31,7 @@ def one_line(exc: PipelineError) -> None:
 @given(LLM_TEXT)
 def test_round_parser(text):
     try:
-        parsed = prompts.parse_rounds(text, max_response_words=30)
+        parsed = generation.parse_rounds(text, max_response_words=30)
     except PipelineError as exc:
         one_line(exc)
         return
@@ -40,14 +42,14 @@ def test_round_parser(text):
 @FUZZ
 @given(LLM_TEXT)
 def test_rating_parser(text):
-    scores = prompts.parse_rating(text)
+    scores = rating.parse_rating(text)
     assert all(s is None or (isinstance(s, int) and 0 <= s <= 10) for s in scores)
 
 
 @FUZZ
-@given(LLM_TEXT, st.sampled_from(sorted(prompts.JUDGE_CRITERIA)))
+@given(LLM_TEXT, st.sampled_from(sorted(data_quality.JUDGE_CRITERIA)))
 def test_judge_score_parser(text, criterion):
-    score = prompts.parse_judge_score(text, criterion)
+    score = data_quality.parse_judge_score(text, criterion)
     assert score is None or score in (1, 2, 3)
 
 
@@ -97,4 +99,4 @@ def test_paper_json_reader(tmp_path_factory, value, broken):
 
 @pytest.mark.parametrize("text", ["Round 1\nContext: hi\nResponse: " + "word " * 40, "", "Round\n"])
 def test_parser_rejects_carry_a_reason(text):
-    assert prompts.parse_rounds(text, max_response_words=30).reject_reason is not None
+    assert generation.parse_rounds(text, max_response_words=30).reject_reason is not None

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import typer
 
-from .errors import PipelineError
+from empathy_pipeline.core.errors import PipelineError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 
@@ -17,7 +17,7 @@ def _version(value: bool) -> None:
     if value:
         from importlib.metadata import version
 
-        from .provenance import versions
+        from empathy_pipeline.core.provenance import versions
 
         typer.echo(f"empathy-pipeline {version('empathy-pipeline')}")
         for name, found in versions().items():
@@ -43,7 +43,7 @@ def data_fetch(
     timeout: float = typer.Option(30.0, help="Seconds before giving up on a download."),
 ) -> None:
     """Download a public release and check every file against its pinned sha256."""
-    from .data_fetch import RELEASES, fetch
+    from empathy_pipeline.data.fetch import RELEASES, fetch
 
     target, fetched = fetch(name, dest, timeout, mirror)
     release = RELEASES[name]
@@ -65,7 +65,7 @@ def score(
                                         "models/epitome when it exists and the file has a context column."),
 ) -> None:
     """Score a predictions file exactly as the pipeline scores its own models; prints JSON."""
-    from .metrics import score_file
+    from empathy_pipeline.evaluation.metrics import score_file
 
     default = Path("models/epitome")  # trained on Reddit: on ED replies the levels are indicative
     result = score_file(file, bertscore=bertscore, bertscore_model=bertscore_model, num_layers=num_layers,
@@ -94,7 +94,7 @@ def compare(
                                            help="Baseline-rescale BERTScore (the papers' scale)."),
 ) -> None:
     """Paired bootstrap CI and permutation p-value of B - A for every metric, on the items both answered."""
-    from .compare import BERTSCORE_KEYS, METRICS, compare_specs, render
+    from empathy_pipeline.analysis.compare import BERTSCORE_KEYS, METRICS, compare_specs, render
 
     keys = [k.strip() for item in metrics for k in item.split(",") if k.strip()] or list(METRICS)
     if not bertscore:
@@ -109,7 +109,7 @@ def compare(
 @app.command("check")
 def check(params_file: Path = typer.Option(Path("params.yaml"), help="The params file to validate.")) -> None:
     """Validate every params section (types, ranges, backends, paths, unknown keys) without running a stage."""
-    from .params import check as check_params
+    from empathy_pipeline.core.params import check as check_params
 
     problems = check_params(params_file)
     for line in problems:
@@ -122,7 +122,7 @@ def check(params_file: Path = typer.Option(Path("params.yaml"), help="The params
 @app.command("check-lock")
 def check_lock(repo: Path = typer.Option(Path("."), help="The project directory.")) -> None:
     """Fail with one line per stage whose code or params changed since dvc.lock was written (runs no stage)."""
-    from .lockcheck import OK_MESSAGE, format_report, stale_stages
+    from empathy_pipeline.core.lockcheck import OK_MESSAGE, format_report, stale_stages
 
     stale = stale_stages(repo)
     if stale:
@@ -145,7 +145,7 @@ def report(
     seed: int = typer.Option(0, help="Seed for --ci."),
 ) -> None:
     """The papers' tables (B-1..4, R-1/2/L, D-1/2, CIDEr, BERT P/R/F1, #data) across workspace, commits, experiments."""
-    from .report import MODELS, ci_rows, collect, render, render_ci
+    from empathy_pipeline.analysis.report import MODELS, ci_rows, collect, render, render_ci
 
     if ci and fmt not in ("md", "json"):
         raise PipelineError("--ci needs --format md or json")
@@ -171,7 +171,7 @@ def sweep_plot(
     repo: Path = typer.Option(Path("."), help="The project directory."),
 ) -> None:
     """One CSV row per DVC experiment of a sweep: the parameter, the metrics, the data counts (for `dvc plots`)."""
-    from .sweeps import collect, plot_png, write_csv
+    from empathy_pipeline.analysis.sweeps import collect, plot_png, write_csv
 
     points = collect(repo, param, [*metric, *count], model, exps=exp, with_baseline=with_baseline)
     write_csv(points, param, out)
@@ -192,19 +192,17 @@ def judge_agreement(
     shards: Path = typer.Option(Path("outputs/shards/judge_agreement"), help="Resumable rating shards."),
 ) -> None:
     """Rate the papers' test items with the configured judge (params rate, llm) and compare with ChatGPT's."""
-    from . import params
-    from .agreement import judge_agreement as run
-    from .io import write_json
-    from .llm import load_backend
-    from .llm_table import LazyBackend
-    from .models import model_fingerprint, resolve_chat_model
-    from .plots import plot_judge_agreement
+    from empathy_pipeline.analysis.plots import plot_judge_agreement
+    from empathy_pipeline.core import params
+    from empathy_pipeline.core.io import write_json
+    from empathy_pipeline.judges.rating_agreement import judge_agreement as run
+    from empathy_pipeline.llm.backends import model_backend
+    from empathy_pipeline.modeling.models import resolve_chat_model
 
     rate, llm, split = params.load("rate"), params.load("llm"), params.load("split")
-    model = resolve_chat_model(rate.model, base)
-    backend = LazyBackend(lambda: load_backend(llm, model=model))
+    backend = model_backend(llm, resolve_chat_model(rate.model, base))
     figures, table = run(ratings, backend, rate, split.threshold, n=n or None, seed=seed, shard_dir=shards,
-                         settings={"model": model_fingerprint(model), "llm": llm.model_dump()})
+                         settings=backend.settings)
     figures = {"judge": rate.model if rate.model != "base" else str(base), "backend": llm.backend,
                "subset_seed": seed, **figures}
     write_json(out, figures)
@@ -225,16 +223,15 @@ def judge_levels(
     out: Path | None = typer.Option(None, help="Also write every judge call (pair, mechanism, levels, reply) here (.parquet)."),
 ) -> None:
     """Judge EPITOME levels (ER/IP/EX) of held-out pairs with an LLM (params llm); kappa vs the human levels."""
-    from . import params
-    from .io import write_parquet
-    from .level_judge import MECHANISMS, format_figures, run
-    from .llm import load_backend
-    from .llm_table import LazyBackend
+    from empathy_pipeline.core import params
+    from empathy_pipeline.core.io import write_parquet
+    from empathy_pipeline.judges.levels import MECHANISMS, format_figures, run
+    from empathy_pipeline.llm.backends import model_backend
 
     llm = params.load("llm")
     # The classifiers' split (params epitome) where there is one: both are then scored on the same pairs.
     split = params.load("epitome") if "epitome" in params.read() else None
-    figures, judged = run(data, LazyBackend(lambda: load_backend(llm, model=model)), n=n or None, seed=seed,
+    figures, judged = run(data, model_backend(llm, model), n=n or None, seed=seed,
                           mechanisms=[m.upper() for m in mechanism] or MECHANISMS, retries=retries,
                           retry_temperature=retry_temperature,
                           **({"held_out_fraction": split.held_out_fraction, "split_seed": split.seed} if split else {}))
@@ -264,16 +261,15 @@ def judge_pairs(
     out: Path | None = typer.Option(None, help="Also write the per-item verdicts of both orders here (.parquet)."),
 ) -> None:
     """Which of two models' replies an LLM judge prefers per criterion, asked in both orders (params llm)."""
-    from . import params
-    from .ab import load_side
-    from .io import write_parquet
-    from .llm import load_backend
-    from .llm_table import LazyBackend
-    from .pairwise import run
+    from empathy_pipeline.analysis.ab import load_side
+    from empathy_pipeline.core import params
+    from empathy_pipeline.core.io import write_parquet
+    from empathy_pipeline.judges.pairwise import run
+    from empathy_pipeline.llm.backends import model_backend
 
     side_a, side_b = load_side(a, predictions_dir), load_side(b, predictions_dir)
     llm = params.load("llm")
-    result, verdicts = run(side_a, side_b, LazyBackend(lambda: load_backend(llm, model=judge_model)),
+    result, verdicts = run(side_a, side_b, model_backend(llm, judge_model),
                            judge=judge_model, backend_name=llm.backend, n=n or None, seed=seed,
                            contexts=contexts, repo=Path("."), length_margin=length_margin, retries=retries,
                            retry_temperature=retry_temperature, human=human)
@@ -288,7 +284,7 @@ def profile(
     params_file: Path = typer.Option(Path("params.yaml"), help="The params file to rewrite."),
 ) -> None:
     """Switch params.yaml to a profile, keeping its comments (dvc then reruns what changed)."""
-    from .profiles import apply_profile
+    from empathy_pipeline.core.profiles import apply_profile
 
     changed = apply_profile(name, params_file)
     typer.echo(f"{params_file}: profile {name}, {len(changed)} value(s) changed" +
@@ -311,7 +307,7 @@ def ab_export(
                                   help="The test split, for predictions that carry no context column."),
 ) -> None:
     """Write a blind sheet (CSV + a self-contained HTML page) of two models' replies, and its key apart."""
-    from .ab import export
+    from empathy_pipeline.analysis.ab import export
 
     result = export(a, b, n, seed, out_dir, predictions_dir=predictions_dir, contexts=contexts)
     if result.note:
@@ -327,7 +323,7 @@ def ab_tally(
     allow_incomplete: bool = typer.Option(False, "--allow-incomplete", help="Count blank cells and missing items as skipped."),
 ) -> None:
     """Win/tie/lose rates of A against B per criterion (coherence, empathy, informativeness, continuity)."""
-    from .ab import tally
+    from empathy_pipeline.analysis.ab import tally
 
     result = tally(sheet, key, allow_incomplete=allow_incomplete)
     typer.echo(json.dumps(result.as_json(), indent=2) if as_json else result.text())
@@ -344,8 +340,8 @@ def claims(
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of the table."),
 ) -> None:
     """Test the papers' nine claims: each arm a DVC experiment, each claim a paired bootstrap (docs/results.md)."""
-    from . import claims as claims_lib
-    from .profiles import load_profile
+    from empathy_pipeline.analysis import claims as claims_lib
+    from empathy_pipeline.core.profiles import load_profile
 
     chosen = [int(x) for x in only.split(",")] if only else None
     if table_only:

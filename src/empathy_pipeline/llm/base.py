@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from ..errors import PipelineError
+from empathy_pipeline.core.errors import PipelineError
 
 # A chat is the OpenAI message list: [{"role": "system"|"user"|"assistant", "content": str}, ...]
 Chat = list[dict[str, str]]

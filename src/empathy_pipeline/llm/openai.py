@@ -25,9 +25,9 @@ from collections.abc import Mapping, Sequence
 from datetime import timezone
 from urllib.parse import urlsplit, urlunsplit
 
-from ..errors import PipelineError
-from ..progress import progress
-from .base import Chat, Sampling, seeds_for
+from empathy_pipeline.core.errors import PipelineError
+from empathy_pipeline.core.progress import progress
+from empathy_pipeline.llm.base import Chat, Sampling, seeds_for
 
 # Statuses a later try can cure (the server is busy, restarting or rate limiting); any other 4xx
 # (a bad request, a wrong key, an unknown model) fails the same way every time.

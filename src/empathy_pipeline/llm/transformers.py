@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from ..errors import PipelineError
-from ..progress import progress
-from .base import Chat, Sampling, seeds_for
+from empathy_pipeline.core.errors import PipelineError
+from empathy_pipeline.core.progress import progress
+from empathy_pipeline.llm.base import Chat, Sampling, seeds_for
 
 
 class TransformersBackend:
@@ -18,7 +18,7 @@ class TransformersBackend:
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        from ..models import torch_dtype
+        from empathy_pipeline.modeling.models import torch_dtype
 
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"

@@ -13,11 +13,11 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
-from ..errors import PipelineError
-from .base import Chat, Sampling, seeds_for
+from empathy_pipeline.core.errors import PipelineError
+from empathy_pipeline.llm.base import Chat, Sampling, seeds_for
 
 # The max_lora_rank values vLLM's LoRA config accepts (vllm/config/lora.py, MaxLoRARanks, the same in
-# the CPU build 0.32 and the GPU lock's 0.33; tests/test_vllm.py reads them off the installed vLLM):
+# the CPU build 0.32 and the GPU lock's 0.33; tests/llm/test_vllm.py reads them off the installed vLLM):
 # an adapter is served from the smallest one that holds its rank.
 VLLM_MAX_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
 

@@ -1,0 +1,1 @@
+"""Reading the results: report, paired comparisons and the two-level bootstrap, the claims table, sweeps, plots, the A/B sheet."""

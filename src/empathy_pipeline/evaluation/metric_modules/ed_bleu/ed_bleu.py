@@ -1,0 +1,19 @@
+"""Corpus BLEU-1..4 (nltk, smoothing method1) as a local `evaluate` module; the logic lives in empathy_pipeline.evaluation.metrics."""
+
+import datasets
+import evaluate
+
+from empathy_pipeline.evaluation import metrics
+
+
+class EdBleu(evaluate.Metric):
+    def _info(self):
+        return evaluate.MetricInfo(
+            description="Corpus BLEU-1..4 (nltk, smoothing method1), computed as the EmpatheticDialogues papers do (x100 scale).",
+            citation="",
+            inputs_description="predictions: list of str; references: list of str, one per prediction",
+            features=datasets.Features({"predictions": datasets.Value("string"), "references": datasets.Value("string")}),
+        )
+
+    def _compute(self, predictions, references):
+        return metrics.bleu(predictions, references)
