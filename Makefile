@@ -126,7 +126,7 @@ claims: setup
 	empathy claims --profile real-mini
 
 lint: setup
-	ruff check src stages tests benchmarks
+	ruff check src stages tests benchmarks tools
 
 clean:
 	rm -rf $(VENV) .cache

@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 from empathy_pipeline.data.ed import read_ed_csv
-from empathy_pipeline.modeling import encoders as embeddings
+from empathy_pipeline.modeling import encoders
 from empathy_pipeline.synth_empathy import similarity
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -39,7 +39,7 @@ def main() -> None:
     samples, _ = read_ed_csv(source / "train.csv", "train")
     samples = samples.head(args.n)
     contexts, responses = samples["context"].to_list(), samples["response"].to_list()
-    model = embeddings.load_embedder(embeddings.EMBEDDED_EMBEDDING_MODEL)
+    model = encoders.load_embedder(encoders.EMBEDDED_EMBEDDING_MODEL)
     similarity.similarity_scores(model, responses[:64], responses[:64], show_progress=False)  # warm-up
 
     started = time.perf_counter()
@@ -51,10 +51,10 @@ def main() -> None:
     texts = [similarity.sample_text(c, r) for c, r in zip(contexts, responses, strict=True)]
     with tempfile.TemporaryDirectory() as tmp:
         started = time.perf_counter()
-        embeddings.embed_to_npy(model, texts, Path(tmp) / "e.npy", batch_size=args.batch_size, show_progress=False)
+        encoders.embed_to_npy(model, texts, Path(tmp) / "e.npy", batch_size=args.batch_size, show_progress=False)
         embed_s = time.perf_counter() - started
     result = {
-        "model": embeddings.EMBEDDED_EMBEDDING_MODEL, "source": source.name, "samples": len(texts),
+        "model": encoders.EMBEDDED_EMBEDDING_MODEL, "source": source.name, "samples": len(texts),
         "threads": torch.get_num_threads(), "cpus": os.cpu_count(), "batch_size": args.batch_size,
         "similarity_seconds": round(similarity_s, 2),
         "similarity_samples_per_s": round(len(texts) / similarity_s, 1),

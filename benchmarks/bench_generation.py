@@ -6,14 +6,12 @@ Writes benchmarks/results/generation.json. Goal: batched >= 5x the tokens/s of b
 from __future__ import annotations
 
 import json
-import sys
 import time
 from pathlib import Path
 
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests"))
 
 from empathy_pipeline.data.chat import dialogue_chat  # noqa: E402
 from empathy_pipeline.llm.backends import load_backend  # noqa: E402

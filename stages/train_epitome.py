@@ -6,12 +6,12 @@ from empathy_pipeline.core import params, stage
 from empathy_pipeline.core.io import write_json
 from empathy_pipeline.core.stage import In, Out
 from empathy_pipeline.data.epitome import MECHANISMS
-from empathy_pipeline.evaluation import epitome_levels as epitome
+from empathy_pipeline.evaluation import epitome_levels
 
 
 def main(source: In, out: Out, metrics: Out) -> None:
     p = params.load("epitome")
-    classifier, figures = epitome.train(source, p)
+    classifier, figures = epitome_levels.train(source, p)
     classifier.save(out)
     write_json(metrics, figures)
     print(f"train_epitome: {figures['n_train']} train / {figures['n_held_out']} held-out pairs "

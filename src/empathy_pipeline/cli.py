@@ -9,6 +9,10 @@ from pathlib import Path
 import typer
 
 from empathy_pipeline.core.errors import PipelineError
+from empathy_pipeline.judges.ask import (  # light: the judges' defaults
+    DEFAULT_RETRIES,
+    DEFAULT_RETRY_TEMPERATURE,
+)
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 
@@ -217,8 +221,8 @@ def judge_levels(
     model: str = typer.Option("models/synth_base", help="The judge: a HF directory, hub id or served model name."),
     data: Path = typer.Option(Path("../shared/data/epitome"), help="The EPITOME Reddit CSVs."),
     mechanism: list[str] = typer.Option([], "--mechanism", help="Only these of ER, IP, EX; repeatable (default all)."),
-    retries: int = typer.Option(1, min=0, help="Ask a reply that did not parse again up to this many times."),
-    retry_temperature: float = typer.Option(0.7, min=0.0, help="Sampling temperature of the retries (seeded per pair)."),
+    retries: int = typer.Option(DEFAULT_RETRIES, min=0, help="Ask a reply that did not parse again up to this many times."),
+    retry_temperature: float = typer.Option(DEFAULT_RETRY_TEMPERATURE, min=0.0, help="Sampling temperature of the retries (seeded per pair)."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of the table."),
     out: Path | None = typer.Option(None, help="Also write every judge call (pair, mechanism, levels, reply) here (.parquet)."),
 ) -> None:
@@ -252,8 +256,8 @@ def judge_pairs(
     predictions_dir: Path = typer.Option(Path("outputs/predictions"), help="Where NAME.parquet of a model name is."),
     contexts: Path = typer.Option(Path("data/prepared/test.parquet"),
                                   help="The test split, for predictions that carry no context column."),
-    retries: int = typer.Option(1, min=0, help="Ask a reply that did not parse again up to this many times."),
-    retry_temperature: float = typer.Option(0.7, min=0.0, help="Sampling temperature of the retries (seeded per item)."),
+    retries: int = typer.Option(DEFAULT_RETRIES, min=0, help="Ask a reply that did not parse again up to this many times."),
+    retry_temperature: float = typer.Option(DEFAULT_RETRY_TEMPERATURE, min=0.0, help="Sampling temperature of the retries (seeded per item)."),
     human: tuple[Path, Path] | None = typer.Option(None, "--human", metavar="SHEET KEY",
                                                    help="A filled `ab export` sheet and its key.csv: adds the "
                                                         "judge's agreement with that rater on the items both judged."),

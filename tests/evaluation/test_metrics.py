@@ -231,7 +231,7 @@ def test_evaluate_modules_load_offline_and_match():
     """The `evaluate` wrappers load from the package with the hub switched off and give the same numbers."""
     script = (
         "import json, sys\n"
-        "from empathy_pipeline import metrics\n"
+        "from empathy_pipeline.evaluation import metrics\n"
         "p, r = json.loads(sys.argv[1])\n"
         "out = {}\n"
         "for name in metrics.EVALUATE_MODULES:\n"

@@ -1,9 +1,9 @@
 """The OpenAI-compatible backend against a flaky server: 500s, 429s, bad bodies, hangs, a death midway.
 
-The server (tests/chatserver.py) is a real HTTP server on 127.0.0.1 that injects each fault on the
+The server (tests/support/chatserver.py) is a real HTTP server on 127.0.0.1 that injects each fault on the
 requests a test chooses; the client under test is the real backend with its own retry loop, its
 backoff shrunk to milliseconds (the Retry-After waits are real). The death-midway tests run the
-real sharded loop (llm_table.respond, and the evaluate stage as a subprocess) so that what is kept
+real sharded loop (llm/table.respond, and the evaluate stage as a subprocess) so that what is kept
 on disk and what the rerun asks for are measured, not assumed.
 """
 

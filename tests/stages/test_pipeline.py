@@ -202,11 +202,15 @@ def test_sweeps_rerun_only_the_tail(demo_run):
 
 @pytest.mark.slow
 def test_editing_a_library_module_reruns_exactly_its_stages(demo_run):
-    """The deps that cannot drift, end to end: an edit to split.py (the split rule) makes `split` stale
-    and nothing else; an edit to kcenter.py makes diversity_select stale and not embed."""
-    for module, expected in (("split.py", {"split"}), ("kcenter.py", {"diversity_select"})):
+    """The deps that cannot drift, end to end: an edit to the split rule makes `split` stale and nothing
+    else; one to K-Center-Greedy makes diversity_select stale and not embed; one to a judge's prompt
+    reruns no training (the pairwise judge's: nothing at all; the data-quality judge's: judge_quality)."""
+    for module, expected in (("efficient_empathy/split.py", {"split"}), ("synth_empathy/kcenter.py", {"diversity_select"}),
+                             ("judges/pairwise.py", set()), ("synth_empathy/data_quality.py", {"judge_quality"})):
         path = demo_run / "src" / "empathy_pipeline" / module
         path.write_text(path.read_text() + "\n# an edit\n")
         assert stale_stages(demo_run) - {"environment"} == expected, module
         ran = ran_stages(dvc(demo_run, "repro").stdout)
         assert expected <= ran, (module, sorted(ran))
+        if module.startswith("judges/") or module.endswith("data_quality.py"):
+            assert ran == expected, (module, sorted(ran))  # no fine-tune, no merge, no evaluation

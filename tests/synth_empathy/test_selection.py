@@ -11,7 +11,7 @@ import pytest
 from dvc_spec import stage_argv
 
 from empathy_pipeline.core.errors import PipelineError
-from empathy_pipeline.modeling import encoders as embeddings
+from empathy_pipeline.modeling import encoders
 from empathy_pipeline.synth_empathy import kcenter, similarity
 from empathy_pipeline.synth_empathy.kcenter import diversity_k, embedding_rows, k_center_greedy
 from empathy_pipeline.synth_empathy.selection import quality_select, quality_table
@@ -228,7 +228,7 @@ def test_diversity_k():
 
 @pytest.fixture(scope="module")
 def minilm():
-    return embeddings.load_embedder("all-minilm-l6-v2", device="cpu")
+    return encoders.load_embedder("all-minilm-l6-v2", device="cpu")
 
 
 @pytest.mark.slow
@@ -245,7 +245,7 @@ def test_similarity_of_identical_texts_is_100(minilm):
 def test_embed_to_npy_streams_unit_rows(minilm, tmp_path, dtype):
     texts = [f"sentence number {i} about feelings" for i in range(37)]
     out = tmp_path / "e.npy"
-    embeddings.embed_to_npy(minilm, texts, out, batch_size=4, dtype=dtype, show_progress=False)
+    encoders.embed_to_npy(minilm, texts, out, batch_size=4, dtype=dtype, show_progress=False)
     e = np.load(out)
     assert e.shape == (37, 384) and e.dtype == np.dtype(dtype)
     np.testing.assert_allclose(np.linalg.norm(e.astype(np.float64), axis=1), 1.0, atol=2e-3)
@@ -305,7 +305,7 @@ def test_stages_embed_quality_diversity(tmp_path):
 def test_embedding_prompt_reaches_the_encoder(minilm):
     """models.embedding_prompt: a literal prefix is prepended to every text the stage encodes (a
     prompt name such as gte-Qwen2's "query" goes through the model's own prompts the same way)."""
-    prompted = embeddings.load_embedder("all-minilm-l6-v2", device="cpu", prompt="query: ")
+    prompted = encoders.load_embedder("all-minilm-l6-v2", device="cpu", prompt="query: ")
     texts = ["i lost my job today .", "that sounds really hard ."]
     got = similarity.similarity_scores(prompted, texts[:1], texts[1:], show_progress=False)[0]
     by_hand = minilm.encode(["query: " + t for t in texts], normalize_embeddings=True)

@@ -24,6 +24,7 @@ import polars as pl
 
 from empathy_pipeline.core.errors import PipelineError
 from empathy_pipeline.core.io import atomic_path, read_predictions, sample_rows
+from empathy_pipeline.llm.base import transcript
 
 # The papers' human-evaluation criteria (Synth-Empathy, human evaluation), in their order.
 CRITERIA = ("coherence", "empathy", "informativeness", "continuity")
@@ -159,7 +160,7 @@ def context_text(turns) -> str:
         from empathy_pipeline.data.ed import PAPER_TURN_SEPARATOR
 
         turns = turns.split(PAPER_TURN_SEPARATOR)
-    return "\n".join(f"{'Speaker' if i % 2 == 0 else 'Listener'}: {t}" for i, t in enumerate(turns))
+    return transcript(turns)
 
 
 def with_context(joined: pl.DataFrame, a: Side, b: Side, contexts: Path | None) -> pl.DataFrame:

@@ -22,7 +22,7 @@ import polars as pl
 from empathy_pipeline.core.errors import PipelineError
 from empathy_pipeline.core.io import read_json_list
 from empathy_pipeline.judges.ask import ask_until_parsed
-from empathy_pipeline.llm.base import SEEDING, Chat, ChatBackend, Sampling
+from empathy_pipeline.llm.base import SEEDING, Chat, ChatBackend, Sampling, prompt_chat, transcript
 from empathy_pipeline.llm.table import fingerprint, run_sharded
 
 # ---- the prompt and its parser: Efficient-Empathy: sensibility / rationality rating (paper §3.2, Figure 5) ---
@@ -73,16 +73,8 @@ RATING_FORM_PREFIX = "Evaluation Form (scores ONLY):\n- Rationality: "
 
 def rating_chat(context: Sequence[str], response: str, prefill: str | None = None) -> Chat:
     """Chat asking for the two scores of `response`; with `prefill` the reply continues that text."""
-    conversation = "\n".join(
-        f"{'Speaker' if i % 2 == 0 else 'Listener'}: {turn}" for i, turn in enumerate(context)
-    )
-    chat: Chat = [
-        {"role": "system", "content": RATING_SYSTEM_PROMPT},
-        {"role": "user", "content": RATING_PROMPT.format(conversation=conversation, response=response)},
-    ]
-    if prefill:
-        chat.append({"role": "assistant", "content": prefill})
-    return chat
+    return prompt_chat(RATING_SYSTEM_PROMPT, RATING_PROMPT.format(conversation=transcript(context), response=response),
+                       prefill)
 
 
 class RatingScores(NamedTuple):

@@ -23,6 +23,13 @@ from empathy_pipeline.llm.base import Chat, ChatBackend, Sampling, request_seed
 
 T = TypeVar("T")
 
+# The judge commands' defaults, those of the rate stage too (params.JudgeStage keeps its own copy, so
+# that the params of every stage do not depend on this module): one more, sampled, try for a reply
+# that did not parse; and the sampling of a short answer (a level, "1" / "2" / "tie"), greedy.
+DEFAULT_RETRIES = 1
+DEFAULT_RETRY_TEMPERATURE = 0.7
+SHORT_ANSWER = Sampling(max_new_tokens=6)
+
 # A reply that opens with a negative number answers no 0-2 or 1-2 question: "-1" is not the answer 1
 # after a bullet ("- 1" is a bullet, and reads as 1).
 NEGATIVE_ANSWER = re.compile(r"[\s*_]*-\d")

@@ -24,9 +24,16 @@ import polars as pl
 
 from empathy_pipeline.core.errors import PipelineError
 from empathy_pipeline.core.io import sample_rows
+from empathy_pipeline.core.params import Epitome
 from empathy_pipeline.data.epitome import LEVELS, MECHANISMS, group_split, load_pairs
-from empathy_pipeline.judges.ask import NEGATIVE_ANSWER, ask_until_parsed
-from empathy_pipeline.llm.base import Chat, ChatBackend, Sampling
+from empathy_pipeline.judges.ask import (
+    DEFAULT_RETRIES,
+    DEFAULT_RETRY_TEMPERATURE,
+    NEGATIVE_ANSWER,
+    SHORT_ANSWER,
+    ask_until_parsed,
+)
+from empathy_pipeline.llm.base import Chat, ChatBackend, Sampling, prompt_chat
 
 # ---- the prompt and its parser: EPITOME: one empathy mechanism of a reply, levels 0/1/2 (Sharma et al. 2020) ---
 # The codebook is written by us from the paper's description of its three mechanisms (none of the
@@ -88,14 +95,8 @@ def level_chat(mechanism: str, post: str, response: str, prefill: str | None = L
     """Chat asking for the 0-2 level of `response` (to seeker `post`) on mechanism ER, IP or EX."""
     if mechanism not in LEVEL_MECHANISMS:
         raise PipelineError(f"level judge: unknown mechanism {mechanism!r} (use {', '.join(LEVEL_MECHANISMS)})")
-    chat: Chat = [
-        {"role": "system", "content": LEVEL_SYSTEM_PROMPT},
-        {"role": "user", "content": LEVEL_PROMPT.format(mechanism=LEVEL_MECHANISMS[mechanism], post=post,
-                                                        response=response)},
-    ]
-    if prefill:
-        chat.append({"role": "assistant", "content": prefill})
-    return chat
+    return prompt_chat(LEVEL_SYSTEM_PROMPT,
+                       LEVEL_PROMPT.format(mechanism=LEVEL_MECHANISMS[mechanism], post=post, response=response), prefill)
 
 
 # A level is 0, 1 or 2, optionally "/2"; a fraction, another scale or another number is not one.
@@ -126,19 +127,17 @@ def parse_level(reply: str) -> int | None:
 
 # Expert-vs-LLM quadratic-weighted κ for frontier judges on 50 EPITOME conversations.
 KUMAR_2025_KAPPA = {"ER": 0.64, "IP": 0.59, "EX": 0.76}
-DEFAULT_SAMPLING = Sampling(max_new_tokens=6)  # greedy; a level is one token, a little slack for "**2**"
-# The split of epitome.group_split when params.yaml has no `epitome` section; the command passes that
-# section's held_out_fraction and seed, so that the judge and the classifiers score the same pairs.
-HELD_OUT_FRACTION = 0.2
-SPLIT_SEED = 0
-RETRIES = 1               # as params rate.retries: one more, sampled, try for a reply that did not parse
-RETRY_TEMPERATURE = 0.7   # as params rate.retry_temperature
+# The split of data/epitome.group_split when params.yaml has no `epitome` section: that section's defaults.
+# The command passes the section's held_out_fraction and seed, so the judge and the classifiers score the
+# same pairs.
+HELD_OUT_FRACTION = Epitome.model_fields["held_out_fraction"].default
+SPLIT_SEED = Epitome.model_fields["seed"].default
 
 
 # ---- the EPITOME pairs -----------------------------------------------------------------------------
 
 def held_out_pairs(data_dir: str | Path, fraction: float = HELD_OUT_FRACTION, seed: int = SPLIT_SEED) -> pl.DataFrame:
-    """The held-out side of epitome.py's split by seeker post, as pair_id, seeker_post, response_post, ER, IP, EX.
+    """The held-out side of data/epitome.py's split by seeker post, as pair_id, seeker_post, response_post, ER, IP, EX.
 
     The same loader (duplicates kept once, majority level) and split the level classifiers use:
     with the classifiers' fraction and seed these are the pairs they were not trained on.
@@ -151,8 +150,8 @@ def held_out_pairs(data_dir: str | Path, fraction: float = HELD_OUT_FRACTION, se
 # ---- judging ---------------------------------------------------------------------------------------
 
 def judge_levels(backend: ChatBackend, pairs: pl.DataFrame, mechanisms: Sequence[str] = MECHANISMS,
-                 sampling: Sampling = DEFAULT_SAMPLING, *, retries: int = RETRIES,
-                 retry_temperature: float = RETRY_TEMPERATURE) -> pl.DataFrame:
+                 sampling: Sampling = SHORT_ANSWER, *, retries: int = DEFAULT_RETRIES,
+                 retry_temperature: float = DEFAULT_RETRY_TEMPERATURE) -> pl.DataFrame:
     """One judge call per (pair, mechanism), retried while unparsed: pair_id, mechanism, human,
     judge (null = unparsed), raw_reply (the last one), attempts (1 = parsed at once or no retry)."""
     if sampling.temperature != 0:
@@ -206,8 +205,8 @@ def agreement(judged: pl.DataFrame) -> dict:
 
 def run(data_dir: str | Path, backend: ChatBackend, *, n: int | None, seed: int,
         mechanisms: Sequence[str] = MECHANISMS, held_out_fraction: float = HELD_OUT_FRACTION,
-        split_seed: int = SPLIT_SEED, retries: int = RETRIES,
-        retry_temperature: float = RETRY_TEMPERATURE) -> tuple[dict, pl.DataFrame]:
+        split_seed: int = SPLIT_SEED, retries: int = DEFAULT_RETRIES,
+        retry_temperature: float = DEFAULT_RETRY_TEMPERATURE) -> tuple[dict, pl.DataFrame]:
     """Judge `n` seeded held-out pairs (all when None) on each mechanism; (figures, per-call table)."""
     unknown = [m for m in mechanisms if m not in MECHANISMS]
     if unknown:

@@ -35,8 +35,14 @@ from empathy_pipeline.analysis import ab
 from empathy_pipeline.analysis.ab import Side, Tally, count_verdicts, format_tally, tally_json, with_context
 from empathy_pipeline.core.errors import PipelineError
 from empathy_pipeline.core.io import sample_rows
-from empathy_pipeline.judges.ask import NEGATIVE_ANSWER, ask_until_parsed
-from empathy_pipeline.llm.base import Chat, ChatBackend, Sampling
+from empathy_pipeline.judges.ask import (
+    DEFAULT_RETRIES,
+    DEFAULT_RETRY_TEMPERATURE,
+    NEGATIVE_ANSWER,
+    SHORT_ANSWER,
+    ask_until_parsed,
+)
+from empathy_pipeline.llm.base import Chat, ChatBackend, Sampling, prompt_chat, transcript
 
 # ---- the prompt and its parser: pairwise preference: which of two replies is better on one criterion ---
 # The four criteria of Synth-Empathy's human A/B test (§4), defined by us from the paper's one-line
@@ -90,15 +96,9 @@ def pairwise_chat(criterion: str, context: Sequence[str], first: str, second: st
     """Chat asking which of `first` (Response 1) and `second` (Response 2) is better on `criterion`."""
     if criterion not in PAIRWISE_CRITERIA:
         raise PipelineError(f"pairwise judge: unknown criterion {criterion!r} (use {', '.join(PAIRWISE_CRITERIA)})")
-    conversation = "\n".join(f"{'Speaker' if i % 2 == 0 else 'Listener'}: {turn}" for i, turn in enumerate(context))
-    chat: Chat = [
-        {"role": "system", "content": PAIRWISE_SYSTEM_PROMPT},
-        {"role": "user", "content": PAIRWISE_PROMPT.format(criterion=PAIRWISE_CRITERIA[criterion],
-                                                           conversation=conversation, first=first, second=second)},
-    ]
-    if prefill:
-        chat.append({"role": "assistant", "content": prefill})
-    return chat
+    return prompt_chat(PAIRWISE_SYSTEM_PROMPT,
+                       PAIRWISE_PROMPT.format(criterion=PAIRWISE_CRITERIA[criterion], conversation=transcript(context),
+                                              first=first, second=second), prefill)
 
 
 _PREFERENCE_ANSWER = r"(?:response\s*|#\s*)?([12])(?![\w.]*\d)(?![A-Za-z])"
@@ -128,10 +128,7 @@ def parse_preference(reply: str) -> str | None:
 
 CRITERIA = tuple(PAIRWISE_CRITERIA)
 A, B, TIE = "a", "b", "tie"  # the verdicts of ab.count_verdicts
-DEFAULT_SAMPLING = Sampling(max_new_tokens=6)  # greedy; the answer is "1", "2" or "tie"
 LENGTH_BINS = ("B longer", "similar", "A longer")
-RETRIES = 1               # as params rate.retries: one more, sampled, try for a reply that did not parse
-RETRY_TEMPERATURE = 0.7   # as params rate.retry_temperature
 ORDERS = ("a_first", "b_first")
 
 
@@ -176,8 +173,8 @@ def consistent(a_first: str | None, b_first: str | None) -> bool | None:
 
 
 def judge_pairs(backend: ChatBackend, items: pl.DataFrame, criteria: Sequence[str] = CRITERIA,
-                sampling: Sampling = DEFAULT_SAMPLING, *, retries: int = RETRIES,
-                retry_temperature: float = RETRY_TEMPERATURE) -> pl.DataFrame:
+                sampling: Sampling = SHORT_ANSWER, *, retries: int = DEFAULT_RETRIES,
+                retry_temperature: float = DEFAULT_RETRY_TEMPERATURE) -> pl.DataFrame:
     """Per (item, criterion): both raw replies, both parsed answers, the calls each took, consistency, verdict."""
     if sampling.temperature != 0:
         raise PipelineError("pairwise judge: temperature must be 0 (a sampled verdict is not reproducible)")
@@ -460,7 +457,7 @@ class PairwiseResult:
 
 def run(a: Side, b: Side, backend: ChatBackend, *, judge: str, backend_name: str, n: int | None, seed: int,
         contexts: Path | None, repo: Path, length_margin: int = 3, criteria: Sequence[str] = CRITERIA,
-        retries: int = RETRIES, retry_temperature: float = RETRY_TEMPERATURE,
+        retries: int = DEFAULT_RETRIES, retry_temperature: float = DEFAULT_RETRY_TEMPERATURE,
         human: tuple[Path, Path] | None = None) -> tuple[PairwiseResult, pl.DataFrame]:
     """Judge `n` seeded common items (all when None); (result, per-item verdicts).
 

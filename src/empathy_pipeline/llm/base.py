@@ -13,6 +13,19 @@ from empathy_pipeline.core.errors import PipelineError
 Chat = list[dict[str, str]]
 
 
+def prompt_chat(system: str, user: str, prefill: str | None = None) -> Chat:
+    """The one-question chat every judge and generator step sends: a system prompt, the request, and
+    optionally the start of the assistant's reply (`prefill`), which the model continues."""
+    chat: Chat = [{"role": "system", "content": system}, {"role": "user", "content": user}]
+    return chat + [{"role": "assistant", "content": prefill}] if prefill else chat
+
+
+def transcript(context: Sequence[str]) -> str:
+    """An ED dialogue as the prompts quote it: one turn per line, "Speaker: " / "Listener: " in turn,
+    the speaker first."""
+    return "\n".join(f"{'Speaker' if i % 2 == 0 else 'Listener'}: {turn}" for i, turn in enumerate(context))
+
+
 @dataclass(frozen=True)
 class Sampling:
     """Decoding settings. temperature == 0 means greedy (deterministic) decoding."""

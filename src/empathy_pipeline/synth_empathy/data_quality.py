@@ -16,7 +16,7 @@ import polars as pl
 
 from empathy_pipeline.core.errors import PipelineError
 from empathy_pipeline.judges.ask import ask_until_parsed
-from empathy_pipeline.llm.base import Chat, ChatBackend, Sampling
+from empathy_pipeline.llm.base import Chat, ChatBackend, Sampling, prompt_chat, transcript
 from empathy_pipeline.llm.table import fingerprint, run_sharded
 
 # ---- the prompt and its parser: Synth-Empathy: data-quality judge (paper §3.4, Figure 4) ---------
@@ -104,14 +104,9 @@ def judge_chat(criterion: str, context: Sequence[str], response: str) -> Chat:
     """Chat asking for one 1-3 score of `response` on `criterion` (coherence, naturalness or empathy)."""
     if criterion not in JUDGE_CRITERIA:
         raise PipelineError(f"judge: unknown criterion {criterion!r} (use {', '.join(JUDGE_CRITERIA)})")
-    conversation = "\n".join(f"{'Speaker' if i % 2 == 0 else 'Listener'}: {turn}" for i, turn in enumerate(context))
     prompt = JUDGE_PROMPT.format(criteria=JUDGE_CRITERIA[criterion], steps=_JUDGE_STEPS[criterion],
-                                 conversation=conversation, response=response, label=criterion.capitalize())
-    return [
-        {"role": "system", "content": JUDGE_SYSTEM_PROMPT},
-        {"role": "user", "content": prompt},
-        {"role": "assistant", "content": judge_prefill(criterion)},
-    ]
+                                 conversation=transcript(context), response=response, label=criterion.capitalize())
+    return prompt_chat(JUDGE_SYSTEM_PROMPT, prompt, judge_prefill(criterion))
 
 
 _JUDGE_NUMBER = r"(\d+(?:\.\d+)?)(?:\s*/\s*(\d+))?"

@@ -28,7 +28,7 @@ import polars as pl
 from empathy_pipeline.core.errors import PipelineError
 from empathy_pipeline.core.io import sample_rows
 from empathy_pipeline.data.ed import SAMPLES_SCHEMA
-from empathy_pipeline.llm.base import SEEDING, Chat, ChatBackend, Sampling, request_seed
+from empathy_pipeline.llm.base import SEEDING, Chat, ChatBackend, Sampling, request_seed, transcript
 from empathy_pipeline.llm.table import fingerprint, run_sharded
 
 # ---- the prompt and its parser: Synth-Empathy: multi-round generation from an ED seed (paper §3.1, Figure 6) ---
@@ -94,8 +94,7 @@ def format_rounds(rounds: Sequence[tuple[str, str]]) -> str:
 
 
 def _generation_request(template: str, context: Sequence[str], response: str, emotion: str, max_words: int) -> str:
-    lines = "\n".join(f"{'Speaker' if i % 2 == 0 else 'Listener'}: {turn}" for i, turn in enumerate(context))
-    return template.format(context=lines, response=response, emotion=emotion or "some emotion", max_words=max_words)
+    return template.format(context=transcript(context), response=response, emotion=emotion or "some emotion", max_words=max_words)
 
 
 def generation_chat(context: Sequence[str], response: str, emotion: str, variant: int,

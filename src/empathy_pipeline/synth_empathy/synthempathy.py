@@ -36,7 +36,8 @@ import polars as pl
 
 from empathy_pipeline.core.errors import PipelineError
 from empathy_pipeline.core.io import sample_rows
-from empathy_pipeline.llm.base import SEEDING, Chat, ChatBackend, Sampling, request_seed
+from empathy_pipeline.data.epitome import MECHANISMS
+from empathy_pipeline.llm.base import SEEDING, Chat, ChatBackend, Sampling, prompt_chat, request_seed
 from empathy_pipeline.llm.table import fingerprint, run_sharded
 from empathy_pipeline.synth_empathy import dedupe
 from empathy_pipeline.synth_empathy.generation import REJECT_EMPTY, REJECTS_SCHEMA, SYNTH_SCHEMA
@@ -71,21 +72,16 @@ EMPATHETIC_RESPONSE_SYSTEM_PROMPT = (
 FIRST_PERSON_PREFILL = "I"
 
 
-def _prefilled_chat(system: str, user: str, prefill: str | None) -> Chat:
-    chat: Chat = [{"role": "system", "content": system}, {"role": "user", "content": user}]
-    return chat + [{"role": "assistant", "content": prefill}] if prefill else chat
-
-
 def story_chat(situation: str, emotion: str, prefill: str | None = FIRST_PERSON_PREFILL) -> Chat:
     """Chat asking for one new first-person story in a situation like `situation`, feeling `emotion`."""
-    return _prefilled_chat(STORY_SYSTEM_PROMPT,
-                           STORY_PROMPT.format(situation=situation, emotion=emotion or "some emotion"), prefill)
+    return prompt_chat(STORY_SYSTEM_PROMPT,
+                       STORY_PROMPT.format(situation=situation, emotion=emotion or "some emotion"), prefill)
 
 
 def explanation_chat(story: str, emotion: str, prefill: str | None = FIRST_PERSON_PREFILL) -> Chat:
     """Chat asking the narrator of `story` to explain, in the first person, what happened and why they feel `emotion`."""
-    return _prefilled_chat(EXPLANATION_SYSTEM_PROMPT,
-                           EXPLANATION_PROMPT.format(story=story, emotion=emotion or "some emotion"), prefill)
+    return prompt_chat(EXPLANATION_SYSTEM_PROMPT,
+                       EXPLANATION_PROMPT.format(story=story, emotion=emotion or "some emotion"), prefill)
 
 
 def empathetic_response_chat(explanation: str) -> Chat:
@@ -293,7 +289,7 @@ def require_classifier(directory: str | Path | None) -> None:
 def epitome_measure(levels: dict[str, list[int]], measure: str) -> list[int]:
     """The level the floor reads, per pair: ER + IP + EX for `sum`, else that mechanism's level."""
     if measure == "sum":
-        return [sum(values) for values in zip(*(levels[m] for m in ("ER", "IP", "EX")), strict=True)]
+        return [sum(values) for values in zip(*(levels[m] for m in MECHANISMS), strict=True)]
     return list(levels[measure])
 
 
@@ -359,9 +355,9 @@ def generate(train: pl.DataFrame, backend: ChatBackend, p, *, shard_dir: str | P
     # 5. the EPITOME floor, read on (explanation, response) as the classifiers read (post, reply)
     level_summary: dict = {}
     if cfg.epitome_floor is not None and answered:
-        from empathy_pipeline.evaluation import epitome_levels as epitome
+        from empathy_pipeline.evaluation import epitome_levels
 
-        levels = epitome.EpitomeClassifier.load(epitome_dir).levels([a["explanation"] for a in answered],
+        levels = epitome_levels.EpitomeClassifier.load(epitome_dir).levels([a["explanation"] for a in answered],
                                                                     [a["response"] for a in answered])
         passes = [value >= cfg.epitome_floor for value in epitome_measure(levels, cfg.epitome_measure)]
         for pair, ok in zip(answered, passes, strict=True):
@@ -369,7 +365,7 @@ def generate(train: pl.DataFrame, backend: ChatBackend, p, *, shard_dir: str | P
                 reject(pair["seed_sample_id"], pair["response"], BELOW_EPITOME_FLOOR)
         answered = [pair for pair, ok in zip(answered, passes, strict=True) if ok]
         if answered:  # the levels of what is kept, in the evaluation's keys (epitome_er_mean, ...)
-            level_summary = epitome.level_summary(
+            level_summary = epitome_levels.level_summary(
                 {m: [v for v, ok in zip(values, passes, strict=True) if ok] for m, values in levels.items()})
 
     samples = [{
