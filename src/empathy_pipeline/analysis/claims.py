@@ -573,6 +573,12 @@ def _arm_lengths(tables: dict[int, pl.DataFrame]) -> dict:
     return {"length": round(length, 3), "bp": round(bp, 4), "reference_length": round(reference, 3)}
 
 
+def _per_seed(folders: dict[int, Path], name: str, key: str) -> list:
+    """`key` of the stage metrics file `name` in each seed's folder (None where the arm has none)."""
+    files = [folder / name for _, folder in sorted(folders.items())]
+    return [json.loads(f.read_text()).get(key) if f.exists() else None for f in files]
+
+
 def _sweep(plan: dict, finished: dict, table: _Table) -> dict:
     """Rise then fall: some interior T beats both ends of the sweep. Every interior T is tested against
     both ends and all of them are in the table's Holm family, which pays for not knowing in advance which
@@ -584,13 +590,13 @@ def _sweep(plan: dict, finished: dict, table: _Table) -> dict:
         if not folders:
             continue
         summary = _arm_summary(folders)
-        first = folders[min(folders)]
-        selection = json.loads((first / "selection.json").read_text()) if (first / "selection.json").exists() else {}
-        diversity = json.loads((first / "diversity.json").read_text()) if (first / "diversity.json").exists() else {}
+        kept, k = _per_seed(folders, "selection.json", "n_kept"), _per_seed(folders, "diversity.json", "k")
         points.append({"threshold": t, "family": family, "seeds": sorted(folders),
                        **{k: summary[k]["mean"] for k in (*HEADLINE, "bleu4", "rougeL") if k in summary},
                        "std": {k: summary[k]["std"] for k in HEADLINE if k in summary},
-                       "n_kept": selection.get("n_kept"), "k": diversity.get("k")})
+                       "n_kept": kept[0], "k": k[0],  # the first seed's, for the figure
+                       "n_kept_per_seed": kept, "k_per_seed": k,
+                       "generated_per_seed": _per_seed(folders, "generate.json", "samples")})
     ends = (f"se-synth-t{_t_label(plan['thresholds'][0])}", f"se-synth-t{_t_label(plan['thresholds'][-1])}")
     candidates = [{"threshold": t, "family": f"se-synth-t{_t_label(t)}",
                    "parts": [table.part(end, f"se-synth-t{_t_label(t)}") for end in ends]}
@@ -773,12 +779,14 @@ def render(table: dict) -> str:
                          f" | {arm['length']:.1f} ({arm['reference_length']:.1f}) | {arm['bp']:.2f} |")
     sweep = next((r for r in table["claims"] if "points" in r), None)
     if sweep and sweep["points"]:
-        lines += ["", "T sweep (claim 7; mean ± std over seeds; kept after T and after K-Center of the first seed):",
-                  "", "| T | seeds | B-1 | R-1 | CIDEr | kept | k |", "| --- | --- | --- | --- | --- | --- | --- |"]
+        lines += ["", "T sweep (claim 7; mean ± std over seeds; per seed: the synthetic samples generated, kept after T, "
+                  "kept after K-Center):", "",
+                  "| T | seeds | B-1 | R-1 | CIDEr | generated | kept | k |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
         for p in sweep["points"]:
             cells = [f"{p[k]:.2f}" + ("" if p["std"].get(k) is None else f" ± {p['std'][k]:.2f}") for k in HEADLINE]
-            lines.append(f"| {p['threshold']:g} | {','.join(map(str, p['seeds']))} | " + " | ".join(cells) +
-                         f" | {p['n_kept']} | {p['k']} |")
+            per_seed = [p.get(f"{key}_per_seed") or [p.get(key)] for key in ("generated", "n_kept", "k")]
+            lines.append(f"| {p['threshold']:g} | {','.join(map(str, p['seeds']))} | " + " | ".join(cells) + " | " +
+                         " | ".join("/".join("—" if v is None else str(v) for v in values) for values in per_seed) + " |")
     return "\n".join(lines)
 
 
