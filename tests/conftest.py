@@ -23,25 +23,24 @@ def base_model_dir() -> Path:
     return out
 
 
+def _shared(name: str, probe: str, what: str) -> Path:
+    """../shared/data/<name> when it holds `probe`; else the test is skipped, saying what is missing where."""
+    d = SHARED_DATA / name
+    if not (d / probe).exists():
+        pytest.skip(f"{what} not found at {d} (tests read it from ../shared)")
+    return d
+
+
 @pytest.fixture(scope="session")
 def ed_dir() -> Path:
-    d = SHARED_DATA / "empatheticdialogues"
-    if not (d / "test.csv").exists():
-        pytest.skip(f"real ED data not found at {d} (tests read it from ../shared)")
-    return d
+    return _shared("empatheticdialogues", "test.csv", "real ED data")
 
 
 @pytest.fixture(scope="session")
 def paper_data_dir() -> Path:
-    d = SHARED_DATA / "efficient-empathy"
-    if not (d / "test_results.json").exists():
-        pytest.skip(f"papers' preprocessed data not found at {d}")
-    return d
+    return _shared("efficient-empathy", "test_results.json", "the papers' preprocessed data")
 
 
 @pytest.fixture(scope="session")
 def epitome_dir() -> Path:
-    d = SHARED_DATA / "epitome"
-    if not (d / "emotional-reactions-reddit.csv").exists():
-        pytest.skip(f"EPITOME data not found at {d} (tests read it from ../shared)")
-    return d
+    return _shared("epitome", "emotional-reactions-reddit.csv", "EPITOME data")
