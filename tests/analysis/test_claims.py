@@ -14,6 +14,7 @@ import pytest
 from projects import TINY, git, set_params
 
 from empathy_pipeline.analysis import claims as claims_lib
+from empathy_pipeline.core.errors import PipelineError
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -111,6 +112,30 @@ def test_uncommitted_params_are_refused_in_one_line(project, first_run):
     assert result.returncode == 1
     assert result.stderr.strip().startswith("error: params.yaml differs from the last commit")
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_params_left_by_a_killed_arm_are_recovered_and_hand_edits_are_not(project):
+    params = project / "params.yaml"
+    committed = params.read_bytes()
+    lines: list[str] = []
+    killed = claims_lib.Runner(project, "smoke", project / "results", lines.append)
+    killed.begin(claims_lib.Arm("ee-sens-t5", "expert_sensibility", {"split.threshold": 5}, seed=1))
+    assert params.read_bytes() != committed and killed.marker.exists()
+    # The process dies here: no restore. The next run puts the committed params back and says so.
+    claims_lib.Runner(project, "smoke", project / "results", lines.append)
+    assert params.read_bytes() == committed
+    assert not killed.marker.exists()
+    assert lines == ["claims: arm ee-sens-t5-s1 was killed mid-run; params.yaml is the committed one again and "
+                     "the arm reruns (DVC's run cache and the stages' shards keep what it finished)"]
+    # Params edited by hand after the kill are not the arm's: refused, as any uncommitted edit.
+    killed.begin(claims_lib.Arm("ee-full", "expert_sensibility", {"experts.sensibility": "all"}, seed=1))
+    params.write_bytes(params.read_bytes() + b"# edited\n")
+    try:
+        with pytest.raises(PipelineError, match="params.yaml differs from the last commit"):
+            claims_lib.Runner(project, "smoke", project / "results", lines.append)
+    finally:
+        params.write_bytes(committed)
+    assert len(lines) == 1
 
 
 def test_verdicts_come_from_the_holm_p_and_need_three_seeds():

@@ -11,7 +11,9 @@ Resumable across sessions and machines: a finished arm's per-item predictions an
 to `benchmarks/results/claims/<arm>/` (committed), keyed by a hash of the arm's whole params.yaml
 (so a changed default the profile does not set redoes the arm; a param added later, at the value that
 reproduces the earlier code, does not: NEUTRAL_ADDITIONS); a rerun skips every arm whose key
-is there, whatever happened to DVC's cache. The claims
+is there, whatever happened to DVC's cache. A run killed mid-arm leaves that arm's params.yaml in the
+workspace; the next run knows it by the hash in `.dvc/tmp/claims-arm.json` and restores the committed
+one (a hand edit is refused, as before). The claims
 table is recomputed from those files alone (`--table-only`): per pair a two-level paired bootstrap
 (bootstrap.py: training seeds, then test items), one Holm family for the whole table, no verdict
 below MIN_SEEDS seeds a side, and a length check beside every pair.
@@ -47,6 +49,7 @@ from empathy_pipeline.analysis.bootstrap import (
 from empathy_pipeline.analysis.compare import CORPUS_KEYS, LABELS, CorpusStats
 from empathy_pipeline.core.errors import PipelineError
 from empathy_pipeline.core.io import atomic_path, read_predictions, write_json
+from empathy_pipeline.core.lockcheck import dvc_command
 from empathy_pipeline.core.profiles import load_profile, set_params
 
 RESULTS = Path("benchmarks/results/claims")
@@ -181,7 +184,7 @@ class Runner:
     profile_name: str
     results: Path
     log: Callable[[str], None] = print
-    dvc: Sequence[str] = ("dvc",)
+    dvc: Sequence[str] = field(default_factory=dvc_command)   # the venv's dvc, whatever PATH says
     profile: dict = field(init=False)
     original_params: str = field(init=False)
     _keys: dict = field(init=False, default_factory=dict)
@@ -189,11 +192,36 @@ class Runner:
     def __post_init__(self) -> None:
         self.profile = load_profile(self.profile_name, self.repo / "profiles")
         params = self.repo / "params.yaml"
+        self._recover_killed_arm(params)
         dirty = subprocess.run(["git", "diff", "--quiet", "HEAD", "--", "params.yaml"], cwd=self.repo)
         if dirty.returncode != 0:
             raise PipelineError("params.yaml differs from the last commit: commit or stash it first "
                                 "(every claims experiment starts from the committed params)")
         self.original_params = params.read_text()
+
+    @property
+    def marker(self) -> Path:
+        """Written while an arm's params are in the workspace: a kill (SIGTERM, SIGKILL, a lost session)
+        skips `restore`, and the next run recognises the params it left by their hash."""
+        return self.repo / ".dvc" / "tmp" / "claims-arm.json"
+
+    def _recover_killed_arm(self, params: Path) -> None:
+        if not self.marker.exists():
+            return
+        left = json.loads(self.marker.read_text())
+        if hashlib.sha256(params.read_bytes()).hexdigest() == left.get("params_sha256"):
+            params.write_bytes(subprocess.run(["git", "show", "HEAD:params.yaml"], cwd=self.repo,
+                                              capture_output=True, check=True).stdout)
+            self.log(f"claims: arm {left.get('arm')} was killed mid-run; params.yaml is the committed one "
+                     "again and the arm reruns (DVC's run cache and the stages' shards keep what it finished)")
+        self.marker.unlink()   # params edited since are the user's: the dirty check below decides
+
+    def begin(self, arm: Arm) -> None:
+        """The arm's params into the workspace, with the marker that lets a killed run be recovered."""
+        self.write_params(arm)
+        self.marker.parent.mkdir(parents=True, exist_ok=True)
+        write_json(self.marker, {"arm": arm.name, "params_sha256": hashlib.sha256(
+            (self.repo / "params.yaml").read_bytes()).hexdigest()})
 
     def write_params(self, arm: Arm, path: Path | None = None) -> Path:
         """The arm's params.yaml (the committed one + the profile + the arm's overrides) at `path`."""
@@ -225,7 +253,7 @@ class Runner:
 
     def run(self, arm: Arm, index: int, total: int) -> Path:
         key = self.key(arm)
-        self.write_params(arm)
+        self.begin(arm)
         settings = ", ".join(f"{k}={v}" for k, v in arm.params().items())
         self.log(f"claims [{index}/{total}] {arm.name}: {arm.stage} with {settings}")
         name = self._experiment_name(f"claims-{arm.name}-{key[:6]}")
@@ -275,6 +303,7 @@ class Runner:
 
     def restore(self) -> None:
         (self.repo / "params.yaml").write_text(self.original_params)
+        self.marker.unlink(missing_ok=True)
 
 
 def _git(repo: Path, *args: str) -> str:

@@ -78,7 +78,7 @@ class StaleStage:
 # ---- running dvc and git ---------------------------------------------------------------------
 
 
-def _dvc_command() -> list[str]:
+def dvc_command() -> list[str]:
     """The dvc next to this interpreter (the venv's), else the one on PATH, else `python -m dvc`."""
     bindir = Path(sys.executable).parent  # not resolved: a venv's python is a symlink
     for name in ("dvc", "dvc.exe"):
@@ -117,12 +117,12 @@ def _run(argv: list[str], cwd: Path, what: str) -> str:
 
 def run_dvc(repo: Path, *args: str) -> str:
     """stdout of `dvc ARGS` in repo; a failure is a one-line PipelineError."""
-    return _run([*_dvc_command(), *args], repo, f"dvc {' '.join(args)}")
+    return _run([*dvc_command(), *args], repo, f"dvc {' '.join(args)}")
 
 
 def dvc_status(repo: Path) -> dict[str, list]:
     """`dvc status --json` in repo, parsed: {stage: [{"changed deps": {...}}, "changed command", ...]}."""
-    out = _run([*_dvc_command(), "status", "--json"], repo, "dvc status --json")
+    out = _run([*dvc_command(), "status", "--json"], repo, "dvc status --json")
     text = out.strip()
     if not text:  # dvc prints `{}` when everything is up to date; be lenient with nothing at all
         return {}
