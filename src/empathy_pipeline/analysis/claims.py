@@ -696,13 +696,13 @@ def cost_note(results: Path, plan: dict | None, finished: dict, only: Sequence[i
             "missing_hours": len(missing) * per_new_arm / 3600 if per_new_arm else None}
 
 
-# The papers' profiles on a GPU box (README "On a GPU box"); each in a results folder of its own (a
-# profile changes every arm's key) whose parent gets that run's claims.json.
+# The papers' profiles on a GPU box (README "On a GPU box": the CUDA venv of requirements/gpu.lock), each
+# in a results folder of its own (a profile changes every arm's key) whose parent gets its claims.json.
 GPU_COMMANDS = (
-    "make setup && .venv/bin/empathy data fetch",
-    ".venv/bin/empathy claims --profile efficient-empathy --seeds 5 --only 1,2,3,4,5 "
+    "make setup-gpu && .venv-gpu/bin/empathy data fetch ed",
+    ".venv-gpu/bin/empathy claims --profile efficient-empathy --seeds 5 --only 1,2,3,4,5 "
     "--results benchmarks/results/efficient-empathy/claims",
-    ".venv/bin/empathy claims --profile synth-empathy --seeds 5 --only 6,7,8,9 "
+    ".venv-gpu/bin/empathy claims --profile synth-empathy --seeds 5 --only 6,7,8,9 "
     "--results benchmarks/results/synth-empathy/claims",
 )
 
