@@ -138,16 +138,21 @@ def test_an_effect_of_reply_length_alone_is_reported_as_such(tmp_path):
     assert comparison["length_matched"]["n_items"] == 0
     assert claims_lib.length_only(comparison, "bleu1")
     assert (row["verdict"], row["length_only"]) == ("holds", True)
-    assert "**holds (length only)**" in claims_lib.render(table)
+    rendered = claims_lib.render(table)
+    assert "**holds (length only)**" in rendered
+    assert "holds, length only; sd" in rendered      # the B-1 cell too
 
 
 def test_an_effect_of_the_words_at_equal_length_is_not(tmp_path):
     # the same lengths, A's words right and B's wrong: every item is length-matched and the effect stays
     _length_arms(tmp_path, b_prefix=6, b_words_right=False)
-    (row,) = claims_lib.evaluate_claims(tmp_path, only=[1], n_resamples=300)["claims"]
+    table = claims_lib.evaluate_claims(tmp_path, only=[1], n_resamples=300)
+    (row,) = table["claims"]
     comparison = row["parts"][0]["comparison"]
     assert comparison["length_matched"]["n_items"] == 60
     assert (row["verdict"], row["length_only"]) == ("reversed", False)
+    rendered = claims_lib.render(table)
+    assert "reversed; sd" in rendered and "length only" not in rendered.split("\n\n")[0]
 
 
 # ---- the seed rule and A against A, on the committed real-mini arms ---------------------------------

@@ -745,7 +745,11 @@ def _num(x: float | None, fmt: str = ".2f") -> str:
 def _cell(comparison: dict, key: str) -> str:
     m = _metric(comparison, key)
     spread = f"sd {_num(m['a_seed_std'])}/{_num(m['b_seed_std'])}"
-    return (f"{m['diff']:+.2f} [{m['ci_low']:+.2f}, {m['ci_high']:+.2f}] p {m['p_holm']:.3f}; {spread}")
+    # A metric decided on its own says so, and whether reply length alone carries it: a pair can be
+    # "no difference" overall while one of its metrics moves only because one arm talks longer.
+    decided = (f" {m['verdict']}" + (", length only" if length_only(comparison, key) else "")
+               if m.get("verdict") in DECIDED else "")
+    return (f"{m['diff']:+.2f} [{m['ci_low']:+.2f}, {m['ci_high']:+.2f}] p {m['p_holm']:.3f}{decided}; {spread}")
 
 
 def _length_cell(comparison: dict) -> str:
@@ -793,7 +797,9 @@ def render(table: dict) -> str:
               f"verdicts at α = {table['alpha']}, none with fewer than {table['min_seeds']} seeds a side "
               f"(\"needs seeds\"). Length: mean reply length in BLEU tokens, BLEU's brevity penalty, and B-1 on "
               f"the items whose replies differ by ≤ {table['length_tolerance']} tokens (\"length only\": the "
-              "effect is gone there and the arm it favours is the one closer to the references' length)."]
+              "effect is gone there and the arm it favours is the one closer to the references' length). A metric "
+              "cell names its own verdict when it is decided, so a metric moved by length alone shows even in a "
+              "pair that is \"no difference\" overall."]
     lines += _render_outlook(table)
     if table.get("arms"):
         lines += ["", "Arms (mean ± sample std over training seeds; std needs two):", "",
