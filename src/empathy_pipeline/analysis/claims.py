@@ -209,7 +209,7 @@ class Runner:
         if not self.marker.exists():
             return
         left = json.loads(self.marker.read_text())
-        if hashlib.sha256(params.read_bytes()).hexdigest() == left.get("params_sha256"):
+        if _digest(params) == left.get("params_sha256"):
             params.write_bytes(subprocess.run(["git", "show", "HEAD:params.yaml"], cwd=self.repo,
                                               capture_output=True, check=True).stdout)
             self.log(f"claims: arm {left.get('arm')} was killed mid-run; params.yaml is the committed one "
@@ -220,8 +220,7 @@ class Runner:
         """The arm's params into the workspace, with the marker that lets a killed run be recovered."""
         self.write_params(arm)
         self.marker.parent.mkdir(parents=True, exist_ok=True)
-        write_json(self.marker, {"arm": arm.name, "params_sha256": hashlib.sha256(
-            (self.repo / "params.yaml").read_bytes()).hexdigest()})
+        write_json(self.marker, {"arm": arm.name, "params_sha256": _digest(self.repo / "params.yaml")})
 
     def write_params(self, arm: Arm, path: Path | None = None) -> Path:
         """The arm's params.yaml (the committed one + the profile + the arm's overrides) at `path`."""
@@ -304,6 +303,10 @@ class Runner:
     def restore(self) -> None:
         (self.repo / "params.yaml").write_text(self.original_params)
         self.marker.unlink(missing_ok=True)
+
+
+def _digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def _git(repo: Path, *args: str) -> str:
