@@ -15,11 +15,11 @@ import os
 import re
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import yaml
+from projects import wait_for_queue
 
 from empathy_pipeline.analysis.sweeps import collect, points_from_exp_show
 from empathy_pipeline.core.errors import PipelineError
@@ -64,19 +64,6 @@ def dvc(repo: Path, *args: str) -> str:
     return run(repo, str(BIN / "dvc"), *args)
 
 
-def wait_for_queue(repo: Path, timeout: float = 240) -> str:
-    """Poll `dvc queue status` until nothing is queued or running; every task must have succeeded."""
-    deadline = time.monotonic() + timeout
-    while True:
-        status = dvc(repo, "queue", "status")
-        if not re.search(r"\b(Queued|Running)\b", status):
-            break
-        assert time.monotonic() < deadline, f"queue still busy after {timeout}s:\n{status}"
-        time.sleep(2)
-    assert "Failed" not in status, status
-    return status
-
-
 def experiments(repo: Path) -> dict[str, float]:
     """Experiment name -> its quality.threshold, from `dvc exp show --json`."""
     found = {}
@@ -113,7 +100,7 @@ def repo(tmp_path_factory) -> Path:
         # The recipe: the shard directory copied in, so generate is up to date.
         dvc(root, "exp", "run", "--queue", "-q", "-S", "quality.threshold=5,7", "-C", "data/shards")
         dvc(root, "queue", "start", "-j", "1")
-        wait_for_queue(root)
+        wait_for_queue(lambda: dvc(root, "queue", "status"))
     finally:
         dvc(root, "queue", "stop")
     return root

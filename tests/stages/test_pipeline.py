@@ -12,12 +12,11 @@ import re
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import yaml
-from projects import TINY, git, set_params
+from projects import TINY, git, set_params, wait_for_queue
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -112,16 +111,6 @@ UPSTREAM = {"models@synth", "models@efficient", "prepare", "generate", "train_di
             "embed", "rate", "split"}
 
 
-def wait_for_queue(work: Path, timeout: float = 900) -> str:
-    """Poll `dvc queue status` until nothing is queued or running; every experiment must have succeeded."""
-    deadline = time.monotonic() + timeout
-    while re.search(r"\b(Queued|Running)\b", status := dvc(work, "queue", "status").stdout):
-        assert time.monotonic() < deadline, f"queue still busy after {timeout}s:\n{status}"
-        time.sleep(5)
-    assert "Failed" not in status, status
-    return status
-
-
 @pytest.mark.slow
 def test_a_queued_threshold_sweep_runs_only_the_tail(demo_run):
     """`dvc exp run --queue -S quality.threshold=A,B` + `dvc queue start`: each experiment reruns
@@ -137,7 +126,7 @@ def test_a_queued_threshold_sweep_runs_only_the_tail(demo_run):
     dvc(demo_run, "exp", "run", "--queue", "-S", f"quality.threshold={values[0]},{values[1]}", *QUEUE_COPY)
     try:
         dvc(demo_run, "queue", "start", "-j", "1")
-        wait_for_queue(demo_run)
+        wait_for_queue(lambda: dvc(demo_run, "queue", "status").stdout)
     finally:
         dvc(demo_run, "queue", "stop")
     names, kept = {}, {}

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import polars as pl
@@ -44,6 +47,18 @@ def git(work: Path, *args: str) -> str:
                             cwd=work, capture_output=True, text=True)
     assert result.returncode == 0, f"git {' '.join(args)} failed: {result.stderr}"
     return result.stdout
+
+
+def wait_for_queue(queue_status: Callable[[], str], timeout: float = 900) -> str:
+    """Poll `dvc queue status` (what `queue_status` returns) until nothing is queued or running; every
+    experiment must have succeeded. The timeout is a hang guard, not a speed goal: under `pytest -n 2`
+    the queue shares the cores with another module."""
+    deadline = time.monotonic() + timeout
+    while re.search(r"\b(Queued|Running)\b", status := queue_status()):
+        assert time.monotonic() < deadline, f"queue still busy after {timeout}s:\n{status}"
+        time.sleep(3)
+    assert "Failed" not in status, status
+    return status
 
 
 def seed_samples(n: int) -> pl.DataFrame:
