@@ -105,7 +105,7 @@ demo: setup
 	dvc metrics show --md $(MODEL_METRICS)
 
 test: setup browser vllm-setup
-	pytest -q -n 2 --dist loadscope
+	pytest -q
 
 # Debian's chromium, for the A/B sheet's browser test (tests/analysis/test_ab.py drives it headless).
 # Installing needs root; otherwise say what to run instead of failing half-way in apt.

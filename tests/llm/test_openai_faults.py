@@ -82,7 +82,7 @@ def test_429_retry_after_is_honoured(monkeypatch, header, wait):
     gap = server.requests[1].at - server.requests[0].at
     low = wait - 1 if wait >= 2 else wait * 0.9
     # The upper bound only has to tell the wish from a wrong unit (ms read as s) or a doubled wait;
-    # its slack is for a loaded machine (make test runs two modules at once on two cores).
+    # its slack is for a loaded machine.
     assert low <= gap <= wait + 1.5, gap
 
 

@@ -51,8 +51,7 @@ def git(work: Path, *args: str) -> str:
 
 def wait_for_queue(queue_status: Callable[[], str], timeout: float = 900) -> str:
     """Poll `dvc queue status` (what `queue_status` returns) until nothing is queued or running; every
-    experiment must have succeeded. The timeout is a hang guard, not a speed goal: under `pytest -n 2`
-    the queue shares the cores with another module."""
+    experiment must have succeeded. The timeout is a hang guard, not a speed goal."""
     deadline = time.monotonic() + timeout
     while re.search(r"\b(Queued|Running)\b", status := queue_status()):
         assert time.monotonic() < deadline, f"queue still busy after {timeout}s:\n{status}"
