@@ -337,7 +337,7 @@ def ab_tally(
 def claims(
     profile_name: str = typer.Option("real-mini", "--profile", help="The profile every arm runs under (profiles/NAME.yaml)."),
     seeds: int = typer.Option(3, help="Training seeds of every arm, 0..N-1: a verdict needs 3 or more per arm (a rerun adds only the missing ones)."),
-    only: str | None = typer.Option(None, help="Only these claims, e.g. 1,3 (their arms and rows)."),
+    only: str | None = typer.Option(None, help="Only these claims, e.g. 1,3 (their arms and rows); 0 is the A-vs-A control."),
     results: Path = typer.Option(Path("benchmarks/results/claims"), help="Finished arms (commit them: a rerun skips them)."),
     table_only: bool = typer.Option(False, "--table-only", help="Recompute the table from the finished arms; run nothing."),
     n_resamples: int = typer.Option(1000, help="Bootstrap and permutation resamples per comparison."),
@@ -347,7 +347,12 @@ def claims(
     from empathy_pipeline.analysis import claims as claims_lib
     from empathy_pipeline.core.profiles import load_profile
 
-    chosen = [int(x) for x in only.split(",")] if only else None
+    try:
+        chosen = [int(x) for x in only.split(",")] if only else None
+    except ValueError:
+        raise PipelineError(f"--only: {only!r} is not a list of claim numbers (0-9, e.g. 1,3)") from None
+    if chosen and not set(chosen) <= set(range(10)):
+        raise PipelineError(f"--only: {only!r} names no claim: the claims are 1-9 and 0 is the A-vs-A control")
     if table_only:
         table = claims_lib.evaluate_claims(results, only=chosen, n_resamples=n_resamples,
                                            bertscore_options=claims_lib.bertscore_options(

@@ -191,6 +191,12 @@ def test_every_arm_gets_every_seed_seed_by_seed_and_waits_for_its_seeds_subset_s
     assert with_k["se-noquality-s1"].overrides == {"quality.threshold": -100, "diversity.k": 9}
     assert "se-noquality-s2" not in with_k
     assert claims_lib.families(plan, [7]) == {f"se-synth-t{t:g}" for t in plan["thresholds"]}
+    # the A-vs-A control: the ED-only recipe again, at seeds no claim arm uses, after every claim arm
+    control = [a for a in without_k if a.family == "se-ed-rerun"]
+    assert [a.seed for a in control] == [100, 101, 102] and without_k[-3:] == control
+    assert {(a.model, a.stage) for a in control} == {("discriminator", "evaluate@discriminator")}
+    assert control[0].params() == {"train.seed": 100}
+    assert claims_lib.families(plan, [0]) == {"se-ed", "se-ed-rerun"}
 
 
 def _fake_arm(results: Path, family: str, seed: int, replies: list[str], references: list[str], **stage) -> None:
@@ -245,6 +251,7 @@ def test_the_table_from_finished_arms_alone(tmp_path):
     assert table["family"]["size"] == 3 * n_pairs and n_pairs == 1 + 2 + 1 + 1 + 1 + 1 + 6 + 1 + 1
     assert table["arms"]["se-ed"]["metrics"]["bleu1"]["std"] == 0.0 and table["arms"]["se-ed"]["seeds"] == [0, 1, 2]
     assert "se-random-s2" in table["cost"]["missing"] and "se-ed-s0" not in table["cost"]["missing"]
+    assert table["control"]["verdict"] == "not run" and "se-ed-rerun-s100" in table["cost"]["missing"]
     text = claims_lib.render(table)
     assert "| 6 | SE Table 1 |" in text and "| se-ed → se-synth-t30 | 0,1,2 / 0,1,2, 30 |" in text
     assert "**needs seeds**" in text and "| 30 | 0,1,2 |" in text                # the sweep's table
@@ -255,3 +262,34 @@ def test_the_table_from_finished_arms_alone(tmp_path):
 
 def _metric_of(row: dict, key: str) -> dict:
     return next(m for m in row["parts"][0]["comparison"]["metrics"] if m["metric"] == key)
+
+
+@pytest.mark.parametrize(("rerun", "expected"), [("same", "no difference"), ("better", "holds")])
+def test_the_control_row_is_judged_alone_at_its_unadjusted_p(tmp_path, rerun, expected):
+    """The A-vs-A row: outside the claims' Holm family, decided at its raw p; and it can fail, when the
+    "rerun" side is in fact a better model."""
+    references = [f"i am so sorry to hear about your {w} , that must be hard ." for w in
+                  ("dog", "job", "exam", "car", "house", "friend", "mother", "phone", "trip", "team")] * 3
+    bad = [f"oh no , your {r.split()[7]} ?" for r in references]
+    for seed in range(3):
+        _fake_arm(tmp_path, "se-ed", seed, bad, references)
+        _fake_arm(tmp_path, "se-ed-rerun", 100 + seed, bad if rerun == "same" else references, references)
+    table = claims_lib.evaluate_claims(tmp_path, only=[0], n_resamples=200)
+    control = table["control"]
+    assert table["claims"] == [] and table["family"]["size"] == 0       # no claim row, no Holm family
+    assert control["verdict"] == expected and control["adjusted"] is False
+    comparison = control["parts"][0]["comparison"]
+    assert (comparison["seeds_a"], comparison["seeds_b"]) == ([0, 1, 2], [100, 101, 102])
+    assert all(m["p_holm"] == m["p_value"] for m in comparison["metrics"])
+    text = claims_lib.render(table)
+    assert "The A-vs-A control" in text and "| se-ed → se-ed-rerun | 0,1,2 / 100,101,102, 30 |" in text
+    assert "B-1 Δ [95 % CI] p; seed sd A/B" in text
+
+
+def test_claim_numbers_that_are_not_claims_get_one_line(tmp_path):
+    out = empathy(tmp_path, "claims", "--only", "1,x", "--table-only", "--results", str(tmp_path))
+    assert out.returncode != 0 and "Traceback" not in out.stderr
+    assert out.stderr.strip().splitlines() == ["error: --only: '1,x' is not a list of claim numbers (0-9, e.g. 1,3)"]
+    out = empathy(tmp_path, "claims", "--only", "3,12", "--table-only", "--results", str(tmp_path))
+    assert out.stderr.strip().splitlines() == ["error: --only: '3,12' names no claim: the claims are 1-9 and 0 is "
+                                               "the A-vs-A control"]

@@ -95,6 +95,23 @@ def _t_label(t: float) -> str:
 
 SE_CLAIMS = (6, 7, 8, 9)   # the Synth-Empathy claims: they need the plan (the T sweep's values)
 
+# The A-vs-A control (`--only 0`): the ED-only arm's recipe retrained at other seeds. Nothing but training
+# noise separates the two sides, so the table's procedure must call it "no difference". It is judged at its
+# unadjusted p, the harder test for a procedure that must not see a difference, and stays out of the
+# claims' Holm family. Its seeds start at CONTROL_SEED_OFFSET, clear of every claim arm's 0..N-1.
+CONTROL = 0
+CONTROL_FAMILY = "se-ed-rerun"
+CONTROL_SEED_OFFSET = 100
+
+
+def control() -> Claim:
+    return Claim(CONTROL, "control", "A-vs-A: the ED-only recipe against itself at other training seeds "
+                 "(nothing to find).", (("se-ed", CONTROL_FAMILY),))
+
+
+def control_seeds(seeds: Sequence[int]) -> list[int]:
+    return [CONTROL_SEED_OFFSET + seed for seed in seeds]
+
 
 def claims(plan: dict | None) -> list[Claim]:
     """The nine claims; without a plan the Synth-Empathy arms at T are unnamed (`se-synth-t?`)."""
@@ -149,6 +166,8 @@ def arms(plan: dict | None, seeds: Sequence[int], k_main: dict[int, int]) -> lis
                 Arm("ee-moe-discard", "moe", {"experts.rationality": "discard"}, seed),
                 Arm("ee-sens-t4", "expert_sensibility", {"split.threshold": 4}, seed),
                 Arm("ee-sens-t6", "expert_sensibility", {"split.threshold": 6}, seed)]
+    if plan:   # the control last: it checks the procedure, no claim waits for it
+        out += [Arm(CONTROL_FAMILY, "discriminator", seed=seed) for seed in control_seeds(seeds)]
     return out
 
 
@@ -335,7 +354,7 @@ def run_all(repo: Path, profile_name: str, seeds: Sequence[int], results: Path |
         plan_file = results / "plan.json"
         plan_key = runner.key(plan_arm())
         plan = json.loads(plan_file.read_text()) if plan_file.exists() else None
-        needs_plan = only is None or any(n in SE_CLAIMS for n in only)
+        needs_plan = only is None or any(n in (*SE_CLAIMS, CONTROL) for n in only)
         if needs_plan and (plan is None or plan.get("key") != plan_key):
             log("claims: plan: generating, discriminating and embedding once to place the T sweep")
             runner.run(plan_arm(), 0, 0)
@@ -375,9 +394,10 @@ def bertscore_options(repo: Path, profile: dict) -> dict | None:
 
 
 def families(plan: dict | None, only: Sequence[int] | None) -> set[str]:
-    """The arm families the chosen claims compare (the sweep: one per T of the plan)."""
+    """The arm families the chosen claims (and the control, number 0) compare (the sweep: one per T of
+    the plan)."""
     out: set[str] = set()
-    for claim in claims(plan):
+    for claim in (*claims(plan), control()):
         if only is not None and claim.number not in only:
             continue
         out |= {f for pair in claim.pairs for f in pair}
@@ -551,6 +571,7 @@ def evaluate_claims(results: Path, only: Sequence[int] | None = None, n_resample
             row["parts"] = [table.part(a, b) for a, b in claim.pairs]
         rows.append(row)
     family = _holm_family(rows)
+    control_row = _control(table) if only is None or CONTROL in only else None
     for row in rows:
         for part in row["parts"]:
             _decide(part)
@@ -563,11 +584,26 @@ def evaluate_claims(results: Path, only: Sequence[int] | None = None, n_resample
                     for name, folders in sorted(finished.items())}
     out = {"plan": plan, "headline": list(HEADLINE), "n_resamples": n_resamples, "alpha": ALPHA,
            "min_seeds": MIN_SEEDS, "length_tolerance": LENGTH_TOLERANCE, "family": family, "claims": rows,
-           "arms": arms_summary, "arms_bertscore": bertscore_options}
+           "control": control_row, "arms": arms_summary, "arms_bertscore": bertscore_options}
     out["power"] = power_note(out)
     out["cost"] = cost_note(results, plan, finished, only)
     _outlook(out)
     return out
+
+
+def _control(table: _Table) -> dict:
+    """The A-vs-A control's row, its metrics judged at their unadjusted p (p_holm = p_value: a family of
+    its own, outside the claims')."""
+    claim = control()
+    part = table.part(*claim.pairs[0])
+    if part["status"] == "done":
+        for m in part["comparison"]["metrics"]:
+            m["p_holm"] = m["p_value"]
+    _decide(part)
+    row = {"claim": claim.number, "source": claim.source, "statement": claim.statement, "parts": [part],
+           "adjusted": False}
+    row["verdict"], row["length_only"] = _claim_verdict([part])
+    return row
 
 
 def _holm_family(rows: Sequence[dict]) -> dict:
@@ -691,7 +727,11 @@ def cost_note(results: Path, plan: dict | None, finished: dict, only: Sequence[i
     # a new seed retrains what seed 0 shared with the plan (the discriminator behind S): price it by those
     later = [a["seconds"] for a in arms_run if int(a["seed"]) > 0] or seconds
     per_new_arm = statistics.fmean(later) if later else None
-    missing = sorted(f"{family}-s{seed}" for family in families(plan, only) for seed in range(MIN_SEEDS)
+    def wanted_seeds(family: str) -> list[int]:
+        seeds = list(range(MIN_SEEDS))
+        return control_seeds(seeds) if family == CONTROL_FAMILY else seeds
+
+    missing = sorted(f"{family}-s{seed}" for family in families(plan, only) for seed in wanted_seeds(family)
                      if seed not in finished.get(family, {}))
     return {"n_arms_run": len(seconds), "seconds_mean": statistics.fmean(seconds) if seconds else None,
             "seconds_min": min(seconds, default=None), "seconds_max": max(seconds, default=None),
@@ -705,7 +745,7 @@ GPU_COMMANDS = (
     "make setup-gpu && .venv-gpu/bin/empathy data fetch ed",
     ".venv-gpu/bin/empathy claims --profile efficient-empathy --seeds 5 --only 1,2,3,4,5 "
     "--results benchmarks/results/efficient-empathy/claims",
-    ".venv-gpu/bin/empathy claims --profile synth-empathy --seeds 5 --only 6,7,8,9 "
+    ".venv-gpu/bin/empathy claims --profile synth-empathy --seeds 5 --only 0,6,7,8,9 "
     "--results benchmarks/results/synth-empathy/claims",
 )
 
@@ -771,28 +811,10 @@ def _verdict_text(verdict_: str, length_only_: bool) -> str:
 
 def render(table: dict) -> str:
     """The claims table: a row per claim, a line per compared pair; B − A, its two-level 95 % CI, Holm p."""
-    head = " | ".join(f"{LABELS[k]} Δ [95 % CI] Holm p; seed sd A/B" for k in HEADLINE)
     family = table["family"]
-    lines = [f"| # | paper | claim | A → B | seeds A/B, items | {head} | length A/B vs ref, BP A/B; length-matched "
-             "| pair | verdict |",
-             "| --- | --- | --- | --- | --- | " + " | ".join("---" for _ in HEADLINE) + " | --- | --- | --- |"]
+    lines = _header("Holm p")
     for row in table["claims"]:
-        parts = row["parts"] or [{"status": "not run", "a": "", "b": "", "verdict": "not run"}]
-        for i, part in enumerate(parts):
-            first = i == 0
-            lead = f"| {row['claim']} | {row['source']} | {row['statement']} |" if first else "| | | |"
-            if part["status"] != "done":
-                cells = " | ".join("—" for _ in (*HEADLINE, "length"))
-                pair, seeds = (f"{part['a']} → {part['b']}" if part["a"] else ""), "not run"
-            else:
-                comparison = part["comparison"]
-                cells = " | ".join([*(_cell(comparison, k) for k in HEADLINE), _length_cell(comparison)])
-                pair = f"{part['a']} → {part['b']}"
-                seeds = (f"{','.join(map(str, comparison['seeds_a']))} / {','.join(map(str, comparison['seeds_b']))}, "
-                         f"{comparison['n_items']}")
-            verdict_cell = f"**{_verdict_text(row['verdict'], row['length_only'])}**" if first else ""
-            lines.append(f"{lead} {pair} | {seeds} | {cells} | {_verdict_text(part['verdict'], part['length_only'])} "
-                         f"| {verdict_cell} |")
+        lines += _row_lines(row)
     lines += ["", f"Δ = B − A, mean over each arm's seeds; 95 % CI: two-level paired bootstrap ({table['n_resamples']} "
               "resamples: seeds within each arm, then test items shared by both arms); p: two-sided, from the "
               f"bootstrap SE, Holm-adjusted over the whole table ({family['size']} tests = pairs × "
@@ -803,6 +825,11 @@ def render(table: dict) -> str:
               "effect is gone there and the arm it favours is the one closer to the references' length). A metric "
               "cell names its own verdict when it is decided, so a metric moved by length alone shows even in a "
               "pair that is \"no difference\" overall."]
+    if table.get("control"):
+        lines += ["", "The A-vs-A control: the same recipe on both sides, other training seeds. Its p is "
+                  "unadjusted (outside the Holm family above), the harder test for a procedure that must find "
+                  "nothing; \"no difference\" is the only right answer.", "", *_header("p"),
+                  *_row_lines(table["control"])]
     lines += _render_outlook(table)
     if table.get("arms"):
         lines += ["", "Arms (mean ± sample std over training seeds; std needs two):", "",
@@ -826,6 +853,35 @@ def render(table: dict) -> str:
             lines.append(f"| {p['threshold']:g} | {','.join(map(str, p['seeds']))} | " + " | ".join(cells) + " | " +
                          " | ".join("/".join("—" if v is None else str(v) for v in values) for values in per_seed) + " |")
     return "\n".join(lines)
+
+
+def _header(p_label: str) -> list[str]:
+    head = " | ".join(f"{LABELS[k]} Δ [95 % CI] {p_label}; seed sd A/B" for k in HEADLINE)
+    return [f"| # | paper | claim | A → B | seeds A/B, items | {head} | length A/B vs ref, BP A/B; length-matched "
+            "| pair | verdict |",
+            "| --- | --- | --- | --- | --- | " + " | ".join("---" for _ in HEADLINE) + " | --- | --- | --- |"]
+
+
+def _row_lines(row: dict) -> list[str]:
+    """A claim's lines of the table: one per compared pair, the claim's verdict on the first."""
+    lines = []
+    parts = row["parts"] or [{"status": "not run", "a": "", "b": "", "verdict": "not run"}]
+    for i, part in enumerate(parts):
+        first = i == 0
+        lead = f"| {row['claim']} | {row['source']} | {row['statement']} |" if first else "| | | |"
+        if part["status"] != "done":
+            cells = " | ".join("—" for _ in (*HEADLINE, "length"))
+            pair, seeds = (f"{part['a']} → {part['b']}" if part["a"] else ""), "not run"
+        else:
+            comparison = part["comparison"]
+            cells = " | ".join([*(_cell(comparison, k) for k in HEADLINE), _length_cell(comparison)])
+            pair = f"{part['a']} → {part['b']}"
+            seeds = (f"{','.join(map(str, comparison['seeds_a']))} / {','.join(map(str, comparison['seeds_b']))}, "
+                     f"{comparison['n_items']}")
+        verdict_cell = f"**{_verdict_text(row['verdict'], row['length_only'])}**" if first else ""
+        lines.append(f"{lead} {pair} | {seeds} | {cells} | {_verdict_text(part['verdict'], part['length_only'])} "
+                     f"| {verdict_cell} |")
+    return lines
 
 
 def _render_outlook(table: dict) -> list[str]:
