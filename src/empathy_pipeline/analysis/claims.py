@@ -900,7 +900,9 @@ def _render_outlook(table: dict) -> list[str]:
         outlook = row["outlook"]
         lines.append(f"| {row['claim']} | {spread} | {len(outlook['missing'])} | {_num(outlook['missing_hours'], '.1f')} "
                      f"| {outlook['text']} |")
-    lines += ["", f"Left to run for {MIN_SEEDS} seeds of every arm: {len(cost['missing'])} arms, about "
+    control = sum(name.startswith(f"{CONTROL_FAMILY}-s") for name in cost["missing"])
+    lines += ["", f"Left to run for {MIN_SEEDS} seeds of every arm: {len(cost['missing'])} arms"
+              + (f" ({control} of them the A-vs-A control's)" if control else "") + ", about "
               f"{_num(cost['missing_hours'], '.1f')} h of CPU (`empathy claims --profile real-mini --seeds {MIN_SEEDS}`). "
               "On a GPU box, the papers' profiles:", "", "```bash", *GPU_COMMANDS, "```"]
     return lines
