@@ -919,5 +919,7 @@ def write_outputs(table: dict, json_path: Path, md_path: Path, sweep_png: Path |
         points = [Point(p["family"], p["threshold"], {"cider": p["cider"], "bleu1": p["bleu1"],
                                                        "n_kept": p["n_kept"], "k": p["k"]})
                   for p in sweep["points"]]
+        # ± the sample sd over each T's training seeds: the spread a rise-then-fall has to clear
+        errors = {key: [p["std"].get(key) for p in sweep["points"]] for key in ("cider", "bleu1")}
         plot_png(points, "quality.threshold", ["cider", "bleu1"], ["n_kept", "k"], sweep_png,
-                 title="synth against quality T (Synth-Empathy Fig. 8), real-mini")
+                 title="synth against quality T (Synth-Empathy Fig. 8), real-mini, mean over seeds", errors=errors)

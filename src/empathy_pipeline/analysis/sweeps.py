@@ -155,14 +155,21 @@ def write_csv(points: Sequence[Point], param: str, path: str | os.PathLike) -> N
 
 
 def plot_png(points: Sequence[Point], param: str, metrics: Sequence[str], counts: Sequence[str],
-             path: str | os.PathLike, title: str | None = None) -> None:
-    """The same figure as a PNG (matplotlib): metrics on the left axis, data counts dashed on the right."""
+             path: str | os.PathLike, title: str | None = None,
+             errors: dict[str, Sequence[float | None]] | None = None) -> None:
+    """The same figure as a PNG (matplotlib): metrics on the left axis, data counts dashed on the right;
+    `errors` (a metric's ± bar per point, e.g. its sd over training seeds) draws error bars."""
     from empathy_pipeline.analysis.plots import save_figure, subplots
 
     x = [p.value for p in points]
     fig, ax = subplots(figsize=(6.4, 3.8))
     for spec in metrics:
-        ax.plot(x, [p.columns[column_name(spec)] for p in points], marker="o", label=spec)
+        y = [p.columns[column_name(spec)] for p in points]
+        bars = (errors or {}).get(spec)
+        if bars is None:
+            ax.plot(x, y, marker="o", label=spec)
+        else:
+            ax.errorbar(x, y, yerr=[b or 0.0 for b in bars], marker="o", capsize=3, label=f"{spec} (± sd)")
     ax.set_xlabel(param)
     ax.set_ylabel("score")
     handles, labels = ax.get_legend_handles_labels()
