@@ -127,7 +127,7 @@ bench: setup
 	@for b in benchmarks/bench_*.py; do echo "== $$b"; python $$b || exit 1; done
 
 # The papers' nine claims on real ED at CPU scale (profiles/real-mini.yaml; 3 training seeds per arm,
-# ~7 min an arm on 2 cores): each arm a DVC experiment of this workspace, finished arms kept in
+# 8-12 min an arm on 2 cores): each arm a DVC experiment of this workspace, finished arms kept in
 # benchmarks/results/claims/ (commit them; a rerun runs only the missing arms, then redoes the table).
 # Not part of `make test`; tests/analysis/test_claims.py runs a smoke version.
 claims: setup

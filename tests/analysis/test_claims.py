@@ -73,9 +73,11 @@ def test_claims_run_as_dvc_experiments_and_make_the_table(project, first_run):
                            capture_output=True, text=True, check=True).stdout
     for arm in ("ee-full-s0", "ee-sens-t5-s0", "ee-moe-s0"):
         assert f"claims-{arm}-" in shown
+    # The file holds the whole table (the claims not run among it); --only chose what ran and what printed.
     table = json.loads((project / "benchmarks/results/claims.json").read_text())
     rows = {row["claim"]: row for row in table["claims"]}
-    assert set(rows) == {1, 3}
+    assert set(rows) == set(range(1, 10)) and rows[2]["verdict"] == rows[6]["verdict"] == "not run"
+    assert "| 1 | EE Table 2 |" in first_run.stdout and "| 2 | EE Table 3 |" not in first_run.stdout
     for number in (1, 3):
         (part,) = rows[number]["parts"]
         assert part["status"] == "done"
@@ -281,6 +283,11 @@ def test_the_control_row_is_judged_alone_at_its_unadjusted_p(tmp_path, rerun, ex
     comparison = control["parts"][0]["comparison"]
     assert (comparison["seeds_a"], comparison["seeds_b"]) == ([0, 1, 2], [100, 101, 102])
     assert all(m["p_holm"] == m["p_value"] for m in comparison["metrics"])
+    # the control's pair is no test of the claims' Holm family, which has every claim pair and nothing else
+    whole = claims_lib.evaluate_claims(tmp_path, n_resamples=50)
+    assert whole["family"]["size"] == 3 * sum(len(row["parts"]) for row in whole["claims"])
+    assert whole["control"]["verdict"] == expected and all(row["verdict"] == "not run" for row in whole["claims"])
+    assert "| 7 | SE Table 2 / Fig. 8 |" in claims_lib.render(whole)   # the sweep's row without a plan: not run
     text = claims_lib.render(table)
     assert "The A-vs-A control" in text and "| se-ed → se-ed-rerun | 0,1,2 / 100,101,102, 30 |" in text
     assert "B-1 Δ [95 % CI] p; seed sd A/B" in text
@@ -291,5 +298,4 @@ def test_claim_numbers_that_are_not_claims_get_one_line(tmp_path):
     assert out.returncode != 0 and "Traceback" not in out.stderr
     assert out.stderr.strip().splitlines() == ["error: --only: '1,x' is not a list of claim numbers (0-9, e.g. 1,3)"]
     out = empathy(tmp_path, "claims", "--only", "3,12", "--table-only", "--results", str(tmp_path))
-    assert out.stderr.strip().splitlines() == ["error: --only: '3,12' names no claim: the claims are 1-9 and 0 is "
-                                               "the A-vs-A control"]
+    assert out.stderr.strip().splitlines() == ["error: --only: no claim 12 (the claims are 1-9; 0 is the A-vs-A control)"]

@@ -865,7 +865,7 @@ def _header(p_label: str) -> list[str]:
 def _row_lines(row: dict) -> list[str]:
     """A claim's lines of the table: one per compared pair, the claim's verdict on the first."""
     lines = []
-    parts = row["parts"] or [{"status": "not run", "a": "", "b": "", "verdict": "not run"}]
+    parts = row["parts"] or [{"status": "not run", "a": "", "b": "", "verdict": "not run", "length_only": False}]
     for i, part in enumerate(parts):
         first = i == 0
         lead = f"| {row['claim']} | {row['source']} | {row['statement']} |" if first else "| | | |"
@@ -901,10 +901,11 @@ def _render_outlook(table: dict) -> list[str]:
         lines.append(f"| {row['claim']} | {spread} | {len(outlook['missing'])} | {_num(outlook['missing_hours'], '.1f')} "
                      f"| {outlook['text']} |")
     control = sum(name.startswith(f"{CONTROL_FAMILY}-s") for name in cost["missing"])
-    lines += ["", f"Left to run for {MIN_SEEDS} seeds of every arm: {len(cost['missing'])} arms"
-              + (f" ({control} of them the A-vs-A control's)" if control else "") + ", about "
-              f"{_num(cost['missing_hours'], '.1f')} h of CPU (`empathy claims --profile real-mini --seeds {MIN_SEEDS}`). "
-              "On a GPU box, the papers' profiles:", "", "```bash", *GPU_COMMANDS, "```"]
+    left = (f"Left to run for {MIN_SEEDS} seeds of every arm: {len(cost['missing']) - control} claim arms and "
+            f"{control} of the A-vs-A control, about {_num(cost['missing_hours'], '.1f')} h of CPU "
+            f"(`empathy claims --profile real-mini --seeds {MIN_SEEDS}`)." if cost["missing"] else
+            f"Nothing left to run: every arm, the control's too, has its {MIN_SEEDS} seeds.")
+    lines += ["", f"{left} On a GPU box, the papers' profiles:", "", "```bash", *GPU_COMMANDS, "```"]
     return lines
 
 
@@ -916,10 +917,14 @@ def write_outputs(table: dict, json_path: Path, md_path: Path, sweep_png: Path |
     if sweep_png is not None and sweep and len(sweep["points"]) >= 2:
         from empathy_pipeline.analysis.sweeps import Point, plot_png
 
+        def mean(values: list) -> float | None:
+            values = [v for v in values if v is not None]
+            return statistics.fmean(values) if values else None
+
         points = [Point(p["family"], p["threshold"], {"cider": p["cider"], "bleu1": p["bleu1"],
-                                                       "n_kept": p["n_kept"], "k": p["k"]})
+                                                       "n_kept": mean(p["n_kept_per_seed"]), "k": mean(p["k_per_seed"])})
                   for p in sweep["points"]]
-        # ± the sample sd over each T's training seeds: the spread a rise-then-fall has to clear
+        # ± the sample sd over each T's training seeds, the spread a rise-then-fall has to clear (none at one seed)
         errors = {key: [p["std"].get(key) for p in sweep["points"]] for key in ("cider", "bleu1")}
         plot_png(points, "quality.threshold", ["cider", "bleu1"], ["n_kept", "k"], sweep_png,
                  title="synth against quality T (Synth-Empathy Fig. 8), real-mini, mean over seeds", errors=errors)
