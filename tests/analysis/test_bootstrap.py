@@ -189,9 +189,9 @@ def test_two_seeds_never_hold_even_with_a_large_gap(tmp_path):
 
 @pytest.mark.skipif(not (COMMITTED / "se-synth-t35.6-s1").exists(), reason="the committed real-mini arms")
 def test_a_against_a_with_three_seeds_is_no_difference(tmp_path):
-    """A against A, honestly built from real training noise: only two seeds of any one recipe are committed,
-    so each pseudo-arm is the same *mixture* of three recipes with two seeds each (ee-full, ee-sens-t5,
-    se-synth-t35.6), A taking one seed of each and B the other. Both sides have the same expected value;
+    """A against A from real training noise, as a mixture (the true one, one recipe at six seeds, is the
+    control below): each pseudo-arm is the same mix of three recipes (ee-full, ee-sens-t5,
+    se-synth-t35.6), A taking one seed of each and B another. Both sides have the same expected value;
     what separates them is training-seed noise (plus the recipe spread inside each side, which makes the
     seed part of the interval wider than a single recipe's would be: a weak test, but not a rigged one)."""
     _pseudo_arms(tmp_path, ["ee-full-s0", "ee-sens-t5-s1", "se-synth-t35.6-s0"],
@@ -199,6 +199,21 @@ def test_a_against_a_with_three_seeds_is_no_difference(tmp_path):
     (row,) = claims_lib.evaluate_claims(tmp_path, only=[1], n_resamples=1000)["claims"]
     assert row["verdict"] == "no difference", row["parts"][0]["comparison"]["metrics"]
     assert all(m["p_holm"] > 0.05 for m in row["parts"][0]["comparison"]["metrics"] if m["metric"] in HEADLINE)
+
+
+CONTROL_ARMS = [COMMITTED / f"se-ed-rerun-s{seed}" for seed in (100, 101, 102)]
+
+
+@pytest.mark.skipif(not all(arm.exists() for arm in CONTROL_ARMS), reason="the committed A-vs-A control arms")
+def test_the_committed_a_against_a_control_is_no_difference():
+    """The true A-vs-A: the ED-only recipe at seeds 0-2 against itself retrained at seeds 100-102 (real
+    runs, `empathy claims --only 0`), at the unadjusted p. An interval blind to training seeds is the one
+    that would see a difference here."""
+    control = claims_lib.evaluate_claims(COMMITTED, only=[0], n_resamples=1000)["control"]
+    comparison = control["parts"][0]["comparison"]
+    assert (comparison["seeds_a"], comparison["seeds_b"]) == ([0, 1, 2], [100, 101, 102])
+    assert control["verdict"] == "no difference", comparison["metrics"]
+    assert all(m["p_value"] > 0.05 for m in comparison["metrics"] if m["metric"] in HEADLINE)
 
 
 @pytest.mark.skipif(not (COMMITTED / "se-synth-t35.6-s1").exists(), reason="the committed real-mini arms")
