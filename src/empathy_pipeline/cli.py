@@ -354,18 +354,16 @@ def claims(
     unknown = sorted(set(chosen or ()) - set(range(10)))
     if unknown:
         raise PipelineError(f"--only: no claim {', '.join(map(str, unknown))} (the claims are 1-9; 0 is the A-vs-A control)")
-    bertscore = claims_lib.bertscore_options(Path("."), load_profile(profile_name, Path("profiles")))
+    # The table is always the whole one, every claim from every finished arm under one Holm family: --only
+    # picks what runs and which rows print, and never leaves a committed table with the other claims cut out.
     if table_only:
-        table = claims_lib.evaluate_claims(results, only=chosen, n_resamples=n_resamples, bertscore_options=bertscore)
+        table = claims_lib.evaluate_claims(results, n_resamples=n_resamples, bertscore_options=claims_lib.bertscore_options(
+            Path("."), load_profile(profile_name, Path("profiles"))))
     else:
         table = claims_lib.run_all(Path("."), profile_name, list(range(seeds)), results, chosen,
                                    log=typer.echo, n_resamples=n_resamples)
-    # The files hold the whole table, every claim from every finished arm: --only picks what runs and what
-    # is printed, and never leaves a committed table with the other claims cut out.
-    whole = table if chosen is None else claims_lib.evaluate_claims(results, n_resamples=n_resamples,
-                                                                     bertscore_options=bertscore)
-    claims_lib.write_outputs(whole, results.parent / "claims.json", results / "claims.md", results / "quality_sweep.png")
-    typer.echo(json.dumps(table, indent=2) if as_json else claims_lib.render(table))
+    claims_lib.write_outputs(table, results.parent / "claims.json", results / "claims.md", results / "quality_sweep.png")
+    typer.echo(json.dumps(table, indent=2) if as_json else claims_lib.render(table, chosen))
 
 
 def main() -> None:

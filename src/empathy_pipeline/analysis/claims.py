@@ -346,7 +346,7 @@ def measure_plan(thresholds_from: Path, key: str) -> dict:
 def run_all(repo: Path, profile_name: str, seeds: Sequence[int], results: Path | None = None,
             only: Sequence[int] | None = None, log: Callable[[str], None] = print,
             n_resamples: int = 1000) -> dict:
-    """Run every arm not yet in `results` (all, or those of the claims in `only`), then the table."""
+    """Run every arm not yet in `results` (all, or those of the claims in `only`), then the whole table."""
     results = results or repo / RESULTS
     runner = Runner(repo, profile_name, results, log)
     skipped = None
@@ -376,8 +376,8 @@ def run_all(repo: Path, profile_name: str, seeds: Sequence[int], results: Path |
             runner.run(pending[0], len(todo) - len(pending) + 1, len(todo))
     finally:
         runner.restore()
-    table = evaluate_claims(results, only=only, n_resamples=n_resamples,
-                            bertscore_options=bertscore_options(repo, runner.profile))
+    # The whole table, whatever ran: one Holm family over every claim, as the committed table has it
+    table = evaluate_claims(results, n_resamples=n_resamples, bertscore_options=bertscore_options(repo, runner.profile))
     table["skipped_arms"] = skipped
     return table
 
@@ -809,11 +809,13 @@ def _verdict_text(verdict_: str, length_only_: bool) -> str:
     return f"{verdict_} (length only)" if length_only_ else verdict_
 
 
-def render(table: dict) -> str:
-    """The claims table: a row per claim, a line per compared pair; B − A, its two-level 95 % CI, Holm p."""
+def render(table: dict, only: Sequence[int] | None = None) -> str:
+    """The claims table: a row per claim (those in `only`), a line per compared pair; B − A, its two-level
+    95 % CI, Holm p (over the whole table's family, shown or not)."""
     family = table["family"]
+    rows = [row for row in table["claims"] if only is None or row["claim"] in only]
     lines = _header("Holm p")
-    for row in table["claims"]:
+    for row in rows:
         lines += _row_lines(row)
     lines += ["", f"Δ = B − A, mean over each arm's seeds; 95 % CI: two-level paired bootstrap ({table['n_resamples']} "
               "resamples: seeds within each arm, then test items shared by both arms); p: two-sided, from the "
@@ -825,12 +827,12 @@ def render(table: dict) -> str:
               "effect is gone there and the arm it favours is the one closer to the references' length). A metric "
               "cell names its own verdict when it is decided, so a metric moved by length alone shows even in a "
               "pair that is \"no difference\" overall."]
-    if table.get("control"):
+    if table.get("control") and (only is None or CONTROL in only):
         lines += ["", "The A-vs-A control: the same recipe on both sides, other training seeds. Its p is "
                   "unadjusted (outside the Holm family above), the harder test for a procedure that must find "
                   "nothing; \"no difference\" is the only right answer.", "", *_header("p"),
                   *_row_lines(table["control"])]
-    lines += _render_outlook(table)
+    lines += _render_outlook(table, rows)
     if table.get("arms"):
         lines += ["", "Arms (mean ± sample std over training seeds; std needs two):", "",
                   "| arm | seeds | B-1 | R-1 | CIDEr | BERT-F1 | length (ref) | BP |",
@@ -884,7 +886,7 @@ def _row_lines(row: dict) -> list[str]:
     return lines
 
 
-def _render_outlook(table: dict) -> list[str]:
+def _render_outlook(table: dict, rows: Sequence[dict]) -> list[str]:
     power, cost = table["power"], table["cost"]
     if not power.get("available"):
         return []
@@ -893,7 +895,7 @@ def _render_outlook(table: dict) -> list[str]:
              f"α/{power['family_size']}: {', '.join(f'{n} seeds {d:.2f}' for n, d in worst.items())}; "
              f"measured wall time per new-seed arm {_num(cost['seconds_per_new_seed_arm'], '.0f')} s on 2 cores):", "",
              "| # | size of Δ B-1 | arms × seeds to run | CPU h | outlook |", "| --- | --- | --- | --- | --- |"]
-    for row in table["claims"]:
+    for row in rows:
         done = [p for p in row["parts"] if p["status"] == "done"]
         diffs = [abs(_metric(p["comparison"], "bleu1")["diff"]) for p in done]
         spread = "—" if not diffs else (f"{min(diffs):.2f}" if len(diffs) == 1 else f"{min(diffs):.2f}–{max(diffs):.2f}")
